@@ -1,0 +1,10 @@
+//! iet: an iSCSI target. `proto` and `scsi` are sans-io cores; `transport`,
+//! `backend` and `dataplane` are the edges that touch sockets, files and eBPF.
+
+pub mod backend;
+pub mod config;
+pub mod dataplane;
+pub mod proto;
+pub mod scsi;
+pub mod target;
+pub mod transport;

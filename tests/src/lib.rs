@@ -1,0 +1,1 @@
+//! Scripted Rust initiator used by the end-to-end tests.
