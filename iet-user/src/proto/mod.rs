@@ -1,1 +1,5 @@
-//! proto
+//! The iSCSI protocol core (RFC 7143), sans-io: bytes and state in, bytes,
+//! state and events out. No tokio, sockets or files here; time is passed in.
+
+pub mod digest;
+pub mod pdu;

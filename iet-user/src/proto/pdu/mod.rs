@@ -1,0 +1,10 @@
+//! iSCSI PDUs (RFC 7143 §11): the Basic Header Segment, the opcode table and
+//! one module per PDU type with `load` (from a BHS) and `encode` (into one).
+
+mod bhs;
+mod codec;
+mod opcode;
+
+pub use bhs::{BHS_LEN, Bhs, Pdu};
+pub use codec::{CodecError, DigestSettings, PduDecoder, encode_pdu, padded_len};
+pub use opcode::Opcode;
