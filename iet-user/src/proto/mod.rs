@@ -2,4 +2,6 @@
 //! state and events out. No tokio, sockets or files here; time is passed in.
 
 pub mod digest;
+pub mod error;
 pub mod pdu;
+pub mod seq;
