@@ -1,7 +1,9 @@
 //! The iSCSI protocol core (RFC 7143), sans-io: bytes and state in, bytes,
 //! state and events out. No tokio, sockets or files here; time is passed in.
 
+pub mod datain;
 pub mod digest;
 pub mod error;
 pub mod pdu;
 pub mod seq;
+pub mod task;
