@@ -73,3 +73,30 @@ pub struct LunConfig {
     /// Stable 64-bit identifier used for the NAA designator in VPD 83h.
     pub device_id: u64,
 }
+
+/// Placeholder until the SCSI emulation lands: every command fails.
+#[derive(Debug, Default)]
+pub struct LogicalUnits {}
+
+impl LogicalUnits {
+    pub fn new() -> Self {
+        LogicalUnits {}
+    }
+
+    pub fn execute(&self, _req: &ScsiRequest<'_>, _data_out: &[u8], _data_in: &mut Vec<u8>) -> CommandOutcome {
+        CommandOutcome {
+            status: ScsiStatus::CheckCondition,
+            sense: Some(vec![0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]),
+        }
+    }
+
+    pub fn data_out_len(&self, _lun: u64, _cdb: &[u8]) -> Option<u64> {
+        None
+    }
+
+    pub fn nexus_loss(&self, _nexus: &ItNexus) {}
+
+    pub fn lun_reset(&self, _lun: u64, _by: &ItNexus) {}
+
+    pub fn target_reset(&self, _by: &ItNexus) {}
+}

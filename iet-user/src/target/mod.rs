@@ -1,1 +1,192 @@
-//! target
+//! The live registry: targets and their LUNs, portals, access rules and the
+//! table of sessions by TSIH and by (initiator, ISID, target).
+
+pub mod acl;
+pub mod session;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::scsi::LogicalUnits;
+pub use acl::Acl;
+use session::Session;
+
+/// A CHAP user name and secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChapAccount {
+    pub user: String,
+    pub secret: String,
+}
+
+/// Per-target settings an admin can change at runtime.
+#[derive(Debug, Clone)]
+pub struct TargetSettings {
+    pub alias: Option<String>,
+    /// CHAP accounts an initiator may authenticate as; empty: no CHAP.
+    pub incoming: Vec<ChapAccount>,
+    /// The account the target answers mutual CHAP with.
+    pub outgoing: Option<ChapAccount>,
+    pub acl: Acl,
+    /// Commands a session may have queued (the CmdSN window).
+    pub queued_commands: u32,
+    /// Idle time before a NOP-In ping; `None` disables pings.
+    pub nop_interval: Option<Duration>,
+    pub nop_timeout: Duration,
+}
+
+impl Default for TargetSettings {
+    fn default() -> Self {
+        TargetSettings {
+            alias: None,
+            incoming: Vec::new(),
+            outgoing: None,
+            acl: Acl::default(),
+            queued_commands: 128,
+            nop_interval: Some(Duration::from_secs(30)),
+            nop_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    pub tpgt: u16,
+    pub luns: Arc<LogicalUnits>,
+    pub settings: RwLock<TargetSettings>,
+}
+
+impl Target {
+    pub fn new(name: &str, settings: TargetSettings) -> Target {
+        Target {
+            name: name.to_owned(),
+            tpgt: 1,
+            luns: Arc::new(LogicalUnits::new()),
+            settings: RwLock::new(settings),
+        }
+    }
+
+    pub fn settings(&self) -> TargetSettings {
+        self.settings.read().expect("settings lock").clone()
+    }
+}
+
+/// A listening address, and the address advertised for it in SendTargets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    pub listen: SocketAddr,
+    pub advertise: Option<SocketAddr>,
+}
+
+/// Why a session could not be created or joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("no session with that TSIH")]
+    SessionDoesNotExist,
+    #[error("the session has its maximum number of connections")]
+    TooManyConnections,
+}
+
+#[derive(Debug, Default)]
+struct SessionTable {
+    by_tsih: HashMap<u16, Arc<Session>>,
+    next_tsih: u16,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    targets: RwLock<BTreeMap<String, Arc<Target>>>,
+    sessions: Mutex<SessionTable>,
+    portals: RwLock<Vec<Portal>>,
+    nexus_ids: AtomicU64,
+    /// CHAP for discovery sessions; empty: none required.
+    pub discovery_incoming: RwLock<Vec<ChapAccount>>,
+    pub discovery_outgoing: RwLock<Option<ChapAccount>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn add_target(&self, target: Target) -> Arc<Target> {
+        let target = Arc::new(target);
+        self.targets
+            .write()
+            .expect("targets lock")
+            .insert(target.name.clone(), target.clone());
+        target
+    }
+
+    pub fn remove_target(&self, name: &str) -> Option<Arc<Target>> {
+        self.targets.write().expect("targets lock").remove(name)
+    }
+
+    pub fn target(&self, name: &str) -> Option<Arc<Target>> {
+        self.targets.read().expect("targets lock").get(name).cloned()
+    }
+
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        self.targets.read().expect("targets lock").values().cloned().collect()
+    }
+
+    pub fn set_portals(&self, portals: Vec<Portal>) {
+        *self.portals.write().expect("portals lock") = portals;
+    }
+
+    pub fn portals(&self) -> Vec<Portal> {
+        self.portals.read().expect("portals lock").clone()
+    }
+
+    pub fn next_nexus_id(&self) -> u64 {
+        self.nexus_ids.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a new session under a fresh TSIH, first closing any
+    /// session with the same initiator, ISID and target (session
+    /// reinstatement, RFC 7143 §6.3.5). Returns the TSIH and the old session.
+    pub fn insert_session(&self, make: impl FnOnce(u16) -> Arc<Session>) -> (Arc<Session>, Option<Arc<Session>>) {
+        let mut table = self.sessions.lock().expect("sessions lock");
+        let tsih = loop {
+            table.next_tsih = table.next_tsih.wrapping_add(1);
+            let t = table.next_tsih;
+            if t != 0 && !table.by_tsih.contains_key(&t) {
+                break t;
+            }
+        };
+        let session = make(tsih);
+        let target_name = session.target().map(|t| t.name.clone());
+        let old_tsih = table.by_tsih.iter().find_map(|(t, s)| {
+            (s.id.initiator_name == session.id.initiator_name
+                && s.id.isid == session.id.isid
+                && s.target().map(|t| t.name.clone()) == target_name)
+                .then_some(*t)
+        });
+        let old = old_tsih.and_then(|t| table.by_tsih.remove(&t));
+        table.by_tsih.insert(tsih, session.clone());
+        (session, old)
+    }
+
+    pub fn session(&self, tsih: u16) -> Option<Arc<Session>> {
+        self.sessions.lock().expect("sessions lock").by_tsih.get(&tsih).cloned()
+    }
+
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().expect("sessions lock").by_tsih.values().cloned().collect()
+    }
+
+    /// Forgets a session (its last connection ended).
+    pub fn remove_session(&self, session: &Arc<Session>) {
+        let mut table = self.sessions.lock().expect("sessions lock");
+        if table
+            .by_tsih
+            .get(&session.id.tsih)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            table.by_tsih.remove(&session.id.tsih);
+        }
+    }
+}

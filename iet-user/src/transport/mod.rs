@@ -1,1 +1,4 @@
-//! transport
+//! Sockets live here and nowhere else: the listener, the per-connection
+//! task (login, then full-feature phase) and the writer.
+
+pub mod writer;
