@@ -53,6 +53,9 @@ struct Sequence {
 #[derive(Debug, Clone)]
 pub struct WriteTask {
     expected_len: u32,
+    /// R2Ts solicit data up to here; less than `expected_len` when the
+    /// command will not use all of it.
+    solicit_end: u32,
     received: u32,
     unsolicited: Option<Sequence>,
     outstanding: Vec<Sequence>,
@@ -90,6 +93,7 @@ impl WriteTask {
         };
         Ok(WriteTask {
             expected_len,
+            solicit_end: expected_len,
             received: immediate_len,
             unsolicited,
             outstanding: Vec::new(),
@@ -110,9 +114,14 @@ impl WriteTask {
 
     /// All data is in.
     pub fn is_complete(&self) -> bool {
-        self.received >= self.expected_len
+        self.unsolicited.is_none()
             && self.outstanding.is_empty()
-            && self.unsolicited.is_none()
+            && self.received.max(self.next_r2t_offset) >= self.solicit_end
+    }
+
+    /// Solicits no data beyond `end` (unsolicited data is still taken).
+    pub fn limit_solicitation(&mut self, end: u32) {
+        self.solicit_end = end.min(self.expected_len);
     }
 
     /// Validates one Data-Out of `len` bytes and returns the buffer offset
@@ -188,9 +197,9 @@ impl WriteTask {
             self.next_r2t_offset = self.received;
         }
         while self.outstanding.len() < self.max_outstanding
-            && self.next_r2t_offset < self.expected_len
+            && self.next_r2t_offset < self.solicit_end
         {
-            let len = self.max_burst.min(self.expected_len - self.next_r2t_offset);
+            let len = self.max_burst.min(self.solicit_end - self.next_r2t_offset);
             let ttt = next_ttt();
             let req = R2tRequest {
                 ttt,
@@ -290,6 +299,19 @@ mod tests {
             .unwrap();
         assert!(task.is_complete());
         assert_eq!(task.received(), 50_000);
+    }
+
+    #[test]
+    fn limited_solicitation_completes_without_r2t() {
+        let params = WriteParams {
+            initial_r2t: true,
+            ..PARAMS
+        };
+        let mut task = WriteTask::new(4096, 0, true, &params).unwrap();
+        task.limit_solicitation(0);
+        let mut ttt = 0;
+        assert!(r2ts(&mut task, &mut ttt).is_empty());
+        assert!(task.is_complete());
     }
 
     #[test]

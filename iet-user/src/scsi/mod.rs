@@ -94,6 +94,10 @@ impl LogicalUnits {
         None
     }
 
+    pub fn luns(&self) -> Vec<(u64, ())> {
+        Vec::new()
+    }
+
     pub fn nexus_loss(&self, _nexus: &ItNexus) {}
 
     pub fn lun_reset(&self, _lun: u64, _by: &ItNexus) {}
