@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
 pub mod proto;
 pub mod scsi;

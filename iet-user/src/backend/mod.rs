@@ -2,3 +2,11 @@
 
 /// Placeholder until the backing-store work lands.
 pub trait BlockBackend: Send + Sync {}
+
+#[derive(Debug, thiserror::Error)]
+#[error("backing stores are not implemented yet")]
+pub struct BackendError;
+
+pub fn open_backend(_spec: &str) -> Result<std::sync::Arc<dyn BlockBackend>, BackendError> {
+    Err(BackendError)
+}

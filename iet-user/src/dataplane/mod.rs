@@ -1,1 +1,39 @@
-//! dataplane
+//! Placeholder until the eBPF data plane lands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EbpfMode {
+    Auto,
+    On,
+    Off,
+}
+
+pub struct DataplaneConfig {
+    pub mode: EbpfMode,
+    pub pin_dir: PathBuf,
+    pub cgroup: Option<PathBuf>,
+    pub portals: Vec<SocketAddr>,
+}
+
+pub struct Dataplane;
+
+impl Dataplane {
+    pub fn start(cfg: DataplaneConfig) -> anyhow::Result<Dataplane> {
+        let DataplaneConfig { mode, .. } = cfg;
+        if mode == EbpfMode::On {
+            anyhow::bail!("eBPF is not available in this build");
+        }
+        Ok(Dataplane)
+    }
+
+    pub fn is_active(&self) -> bool {
+        false
+    }
+
+    pub fn shutdown(self) {}
+}

@@ -4,6 +4,7 @@
 pub mod datain;
 pub mod digest;
 pub mod error;
+pub mod names;
 pub mod pdu;
 pub mod seq;
 pub mod task;

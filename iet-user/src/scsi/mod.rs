@@ -83,15 +83,26 @@ impl LogicalUnits {
         LogicalUnits {}
     }
 
-    pub fn execute(&self, _req: &ScsiRequest<'_>, _data_out: &[u8], _data_in: &mut Vec<u8>) -> CommandOutcome {
+    pub fn execute(
+        &self,
+        _req: &ScsiRequest<'_>,
+        _data_out: &[u8],
+        _data_in: &mut Vec<u8>,
+    ) -> CommandOutcome {
         CommandOutcome {
             status: ScsiStatus::CheckCondition,
-            sense: Some(vec![0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]),
+            sense: Some(vec![
+                0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0,
+            ]),
         }
     }
 
     pub fn data_out_len(&self, _lun: u64, _cdb: &[u8]) -> Option<u64> {
         None
+    }
+
+    pub fn add_lun(&self, _lun: u64, _cfg: LunConfig) -> Result<(), String> {
+        Ok(())
     }
 
     pub fn luns(&self) -> Vec<(u64, ())> {

@@ -15,12 +15,20 @@ impl Cidr {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
                 let bits = u32::from(self.prefix.min(32));
-                let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 let bits = u32::from(self.prefix.min(128));
-                let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -67,6 +75,21 @@ pub enum AclEntry {
 }
 
 impl AclEntry {
+    /// Parses `ALL`, a CIDR or bare address, or an initiator name.
+    pub fn parse(rule: &str) -> Result<AclEntry, String> {
+        let rule = rule.trim();
+        if rule.eq_ignore_ascii_case("ALL") {
+            return Ok(AclEntry::All);
+        }
+        let lower = rule.to_ascii_lowercase();
+        if lower.starts_with("iqn.") || lower.starts_with("eui.") || lower.starts_with("naa.") {
+            return Ok(AclEntry::Name(rule.to_owned()));
+        }
+        rule.parse::<Cidr>()
+            .map(AclEntry::Network)
+            .map_err(|e| format!("not an initiator name, address or network: {e}"))
+    }
+
     fn matches(&self, initiator: &str, peer: IpAddr) -> bool {
         match self {
             AclEntry::Name(n) => n == initiator,

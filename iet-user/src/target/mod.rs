@@ -126,11 +126,20 @@ impl Registry {
     }
 
     pub fn target(&self, name: &str) -> Option<Arc<Target>> {
-        self.targets.read().expect("targets lock").get(name).cloned()
+        self.targets
+            .read()
+            .expect("targets lock")
+            .get(name)
+            .cloned()
     }
 
     pub fn targets(&self) -> Vec<Arc<Target>> {
-        self.targets.read().expect("targets lock").values().cloned().collect()
+        self.targets
+            .read()
+            .expect("targets lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn set_portals(&self, portals: Vec<Portal>) {
@@ -148,7 +157,10 @@ impl Registry {
     /// Registers a new session under a fresh TSIH, first closing any
     /// session with the same initiator, ISID and target (session
     /// reinstatement, RFC 7143 §6.3.5). Returns the TSIH and the old session.
-    pub fn insert_session(&self, make: impl FnOnce(u16) -> Arc<Session>) -> (Arc<Session>, Option<Arc<Session>>) {
+    pub fn insert_session(
+        &self,
+        make: impl FnOnce(u16) -> Arc<Session>,
+    ) -> (Arc<Session>, Option<Arc<Session>>) {
         let mut table = self.sessions.lock().expect("sessions lock");
         let tsih = loop {
             table.next_tsih = table.next_tsih.wrapping_add(1);
@@ -171,11 +183,22 @@ impl Registry {
     }
 
     pub fn session(&self, tsih: u16) -> Option<Arc<Session>> {
-        self.sessions.lock().expect("sessions lock").by_tsih.get(&tsih).cloned()
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .by_tsih
+            .get(&tsih)
+            .cloned()
     }
 
     pub fn sessions(&self) -> Vec<Arc<Session>> {
-        self.sessions.lock().expect("sessions lock").by_tsih.values().cloned().collect()
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .by_tsih
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Forgets a session (its last connection ended).

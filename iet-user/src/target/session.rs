@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::proto::seq;
 use crate::scsi::ItNexus;
@@ -146,7 +146,11 @@ impl TaskTable {
     /// Aborts every task matching `pred`; returns their ITTs.
     pub fn abort_where(&self, pred: impl Fn(&TaskEntry) -> bool) -> Vec<u32> {
         let mut tasks = self.tasks.lock().expect("task lock");
-        let itts: Vec<u32> = tasks.iter().filter(|(_, e)| pred(e)).map(|(i, _)| *i).collect();
+        let itts: Vec<u32> = tasks
+            .iter()
+            .filter(|(_, e)| pred(e))
+            .map(|(i, _)| *i)
+            .collect();
         for itt in &itts {
             if let Some(e) = tasks.remove(itt) {
                 e.aborted.store(true, Ordering::Release);
@@ -175,11 +179,21 @@ pub struct SessionId {
 
 /// Formats an ISID for initiator port names and logs.
 pub fn isid_hex(isid: &[u8; 6]) -> String {
-    isid.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write;
+    isid.iter().fold(String::with_capacity(12), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// The I_T nexus of a session.
-pub fn nexus_for(id: u64, initiator_name: &str, isid: &[u8; 6], target_name: &str, tpgt: u16) -> ItNexus {
+pub fn nexus_for(
+    id: u64,
+    initiator_name: &str,
+    isid: &[u8; 6],
+    target_name: &str,
+    tpgt: u16,
+) -> ItNexus {
     ItNexus {
         id,
         initiator_port: format!("{initiator_name},i,0x{}", isid_hex(isid)),
@@ -198,7 +212,11 @@ mod tests {
         assert_eq!((w.exp_cmd_sn(), w.max_cmd_sn()), (10, 13));
         assert_eq!(w.accept(10, false, true), CmdSnVerdict::Accept);
         assert_eq!((w.exp_cmd_sn(), w.max_cmd_sn()), (11, 13));
-        assert_eq!(w.accept(14, false, true), CmdSnVerdict::Drop, "beyond MaxCmdSN");
+        assert_eq!(
+            w.accept(14, false, true),
+            CmdSnVerdict::Drop,
+            "beyond MaxCmdSN"
+        );
         assert_eq!(w.accept(9, false, true), CmdSnVerdict::Drop, "already seen");
         w.complete();
         assert_eq!(w.max_cmd_sn(), 14);
@@ -226,8 +244,24 @@ mod tests {
     fn task_table_aborts() {
         let t = TaskTable::default();
         let flag = Arc::new(AtomicBool::new(false));
-        assert!(t.insert(1, TaskEntry { lun: 0, cmd_sn: 1, cid: 0, aborted: flag.clone() }));
-        assert!(!t.insert(1, TaskEntry { lun: 0, cmd_sn: 2, cid: 0, aborted: Arc::default() }));
+        assert!(t.insert(
+            1,
+            TaskEntry {
+                lun: 0,
+                cmd_sn: 1,
+                cid: 0,
+                aborted: flag.clone()
+            }
+        ));
+        assert!(!t.insert(
+            1,
+            TaskEntry {
+                lun: 0,
+                cmd_sn: 2,
+                cid: 0,
+                aborted: Arc::default()
+            }
+        ));
         assert_eq!(t.abort(1), Some(0));
         assert!(flag.load(Ordering::Acquire));
         assert!(t.is_empty());
@@ -248,7 +282,10 @@ pub struct FfpParams {
 /// How a session was opened.
 #[derive(Debug, Clone)]
 pub enum SessionKind {
-    Normal { target: Arc<super::Target>, nexus: ItNexus },
+    Normal {
+        target: Arc<super::Target>,
+        nexus: ItNexus,
+    },
     Discovery,
 }
 

@@ -9,7 +9,9 @@ use tracing::debug;
 
 use super::writer::{ConnTx, StatSnMode};
 use crate::proto::datain::DataInSegments;
-use crate::proto::pdu::{DataIn, DataInStatus, R2t, RESPONSE_COMPLETED, Residual, ScsiCommand, ScsiResponse};
+use crate::proto::pdu::{
+    DataIn, DataInStatus, R2t, RESPONSE_COMPLETED, Residual, ScsiCommand, ScsiResponse,
+};
 use crate::proto::task::{R2tRequest, WriteTask};
 use crate::scsi::{CommandOutcome, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus, TaskAttr};
 use crate::target::session::Session;
@@ -106,7 +108,13 @@ pub struct ExecContext {
 
 impl ExecContext {
     /// Runs the command on the blocking pool and sends Data-In and status.
-    pub async fn execute(self, info: CommandInfo, data_out: Vec<u8>, aborted: Arc<AtomicBool>, exp_data_sn: u32) {
+    pub async fn execute(
+        self,
+        info: CommandInfo,
+        data_out: Vec<u8>,
+        aborted: Arc<AtomicBool>,
+        exp_data_sn: u32,
+    ) {
         let luns = self.luns.clone();
         let nexus = self.nexus.clone();
         let job = info.clone();
@@ -134,7 +142,8 @@ impl ExecContext {
                 Vec::new(),
             )
         });
-        self.finish(&info, &aborted, &outcome, data_in, exp_data_sn).await;
+        self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
+            .await;
     }
 
     /// Sends a command's answer unless it was aborted, then frees its slot.
@@ -153,11 +162,26 @@ impl ExecContext {
         }
         self.session.tasks.remove(info.itt);
         self.session.window.complete();
-        send_result(&self.tx, info, outcome, data_in, exp_data_sn, self.session.params.max_send_segment, self.session.params.max_burst_length).await;
+        send_result(
+            &self.tx,
+            info,
+            outcome,
+            data_in,
+            exp_data_sn,
+            self.session.params.max_send_segment,
+            self.session.params.max_burst_length,
+        )
+        .await;
     }
 
     /// Answers a command that was not run (residual mismatch, oversize).
-    pub async fn answer_early(&self, info: &CommandInfo, aborted: &AtomicBool, verdict: EarlyVerdict, exp_data_sn: u32) {
+    pub async fn answer_early(
+        &self,
+        info: &CommandInfo,
+        aborted: &AtomicBool,
+        verdict: EarlyVerdict,
+        exp_data_sn: u32,
+    ) {
         if aborted.load(Ordering::Acquire) {
             self.session.window.complete();
             return;
@@ -173,7 +197,11 @@ impl ExecContext {
             ..ScsiResponse::default()
         };
         self.tx
-            .send(resp.encode(), sense_segment(Some(&verdict.sense)), StatSnMode::Advance)
+            .send(
+                resp.encode(),
+                sense_segment(Some(&verdict.sense)),
+                StatSnMode::Advance,
+            )
             .await;
     }
 }
@@ -203,11 +231,21 @@ async fn send_result(
     let produced = data_in.len() as u64;
     let expected = u64::from(info.expected_len);
     let (sent_len, residual) = if info.read {
-        (produced.min(expected) as usize, Residual::of(expected, produced))
+        (
+            produced.min(expected) as usize,
+            Residual::of(expected, produced),
+        )
     } else if info.write {
         (0, Residual::None)
     } else {
-        (0, if produced > 0 { Residual::Overflow(produced.min(u64::from(u32::MAX)) as u32) } else { Residual::None })
+        (
+            0,
+            if produced > 0 {
+                Residual::Overflow(produced.min(u64::from(u32::MAX)) as u32)
+            } else {
+                Residual::None
+            },
+        )
     };
     let good = outcome.status == ScsiStatus::Good && outcome.sense.is_none();
     if sent_len > 0 {
@@ -230,8 +268,19 @@ async fn send_result(
                 status,
                 ..DataIn::default()
             };
-            let mode = if status.is_some() { StatSnMode::Advance } else { StatSnMode::Reserved };
-            if !tx.send(pdu.encode(), data.slice(seg.offset..seg.offset + seg.len), mode).await {
+            let mode = if status.is_some() {
+                StatSnMode::Advance
+            } else {
+                StatSnMode::Reserved
+            };
+            if !tx
+                .send(
+                    pdu.encode(),
+                    data.slice(seg.offset..seg.offset + seg.len),
+                    mode,
+                )
+                .await
+            {
                 return;
             }
             data_sn = data_sn.wrapping_add(1);
@@ -249,8 +298,12 @@ async fn send_result(
         residual,
         ..ScsiResponse::default()
     };
-    tx.send(resp.encode(), sense_segment(outcome.sense.as_deref()), StatSnMode::Advance)
-        .await;
+    tx.send(
+        resp.encode(),
+        sense_segment(outcome.sense.as_deref()),
+        StatSnMode::Advance,
+    )
+    .await;
 }
 
 /// Sends the R2Ts a write is ready for.
@@ -276,7 +329,8 @@ pub async fn send_r2ts(tx: &ConnTx, info: &CommandInfo, task: &mut WriteTask, ne
             desired_data_transfer_length: r.desired_data_transfer_length,
             ..R2t::default()
         };
-        tx.send(pdu.encode(), Bytes::new(), StatSnMode::Current).await;
+        tx.send(pdu.encode(), Bytes::new(), StatSnMode::Current)
+            .await;
     }
 }
 

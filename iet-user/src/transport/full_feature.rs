@@ -12,13 +12,15 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::command::{
-    CommandInfo, EarlyVerdict, ExecContext, MAX_WRITE_BUFFER, PendingWrite, decode_lun, fixed_sense, send_r2ts,
+    CommandInfo, EarlyVerdict, ExecContext, MAX_WRITE_BUFFER, PendingWrite, decode_lun,
+    fixed_sense, send_r2ts,
 };
 use super::writer::{ConnTx, StatSnMode};
 use crate::proto::pdu::{
-    AsyncEvent, AsyncMessage, Bhs, CodecError, DataOut, LogoutReason, LogoutRequest, LogoutResponse,
-    LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, PduDecoder, RESERVED_TAG, Reject, RejectReason, Residual,
-    ScsiCommand, TaskMgmtRequest, TaskMgmtResponse, TmfFunction, TmfResponse,
+    AsyncEvent, AsyncMessage, Bhs, CodecError, DataOut, LogoutReason, LogoutRequest,
+    LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, PduDecoder, RESERVED_TAG,
+    Reject, RejectReason, Residual, ScsiCommand, TaskMgmtRequest, TaskMgmtResponse, TmfFunction,
+    TmfResponse,
 };
 use crate::proto::seq;
 use crate::proto::task::WriteTask;
@@ -42,7 +44,7 @@ pub enum ConnEnd {
 
 /// Hooks into the full-feature phase for text requests, which the login
 /// layer owns (SendTargets and FFP negotiation).
-pub trait TextHandler: Send {
+pub trait TextHandler: Send + Sync {
     /// Answers one Text Request PDU with the Text Response PDU to send.
     fn on_text(&mut self, pdu: &Pdu) -> Result<(Bhs, Bytes), RejectReason>;
 }
@@ -119,19 +121,28 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         }
         match self.ping {
             Some((_, deadline)) if now >= deadline => {
-                warn!("no answer to NOP-In within {:?}: closing", self.settings.nop_timeout);
+                warn!(
+                    "no answer to NOP-In within {:?}: closing",
+                    self.settings.nop_timeout
+                );
                 return Flow::Close(ConnEnd::NopTimeout);
             }
             Some(_) => {}
             None => {
-                if self.settings.nop_interval.is_some_and(|i| now >= last_rx + i) {
+                if self
+                    .settings
+                    .nop_interval
+                    .is_some_and(|i| now >= last_rx + i)
+                {
                     let ttt = self.alloc_ttt();
                     let nop = NopIn {
                         itt: RESERVED_TAG,
                         ttt,
                         ..NopIn::default()
                     };
-                    self.tx.send(nop.encode(), Bytes::new(), StatSnMode::Current).await;
+                    self.tx
+                        .send(nop.encode(), Bytes::new(), StatSnMode::Current)
+                        .await;
                     self.ping = Some((ttt, now + self.settings.nop_timeout));
                 }
             }
@@ -156,7 +167,11 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             data_sn: 0,
         };
         self.tx
-            .send(rej.encode(), Bytes::copy_from_slice(&bhs.0), StatSnMode::Advance)
+            .send(
+                rej.encode(),
+                Bytes::copy_from_slice(&bhs.0),
+                StatSnMode::Advance,
+            )
             .await;
     }
 
@@ -190,7 +205,8 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
     async fn on_pdu(&mut self, pdu: Pdu) -> Flow {
         tracing::trace!(opcode = pdu.bhs.opcode_raw(), itt = pdu.bhs.itt(), "rx");
         let Some(op) = pdu.bhs.opcode() else {
-            self.reject(&pdu.bhs, RejectReason::CommandNotSupported).await;
+            self.reject(&pdu.bhs, RejectReason::CommandNotSupported)
+                .await;
             return Flow::Continue;
         };
         match op {
@@ -206,12 +222,20 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                 Flow::Continue
             }
             Opcode::LoginRequest => {
-                self.protocol_error(&pdu.bhs, RejectReason::ProtocolError, "Login Request in full-feature phase".into())
-                    .await
+                self.protocol_error(
+                    &pdu.bhs,
+                    RejectReason::ProtocolError,
+                    "Login Request in full-feature phase".into(),
+                )
+                .await
             }
             _ => {
-                self.protocol_error(&pdu.bhs, RejectReason::ProtocolError, format!("target opcode {op:?} from the initiator"))
-                    .await
+                self.protocol_error(
+                    &pdu.bhs,
+                    RejectReason::ProtocolError,
+                    format!("target opcode {op:?} from the initiator"),
+                )
+                .await
             }
         }
     }
@@ -219,7 +243,11 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
     async fn on_scsi_command(&mut self, pdu: &Pdu) -> Flow {
         let Some(exec) = self.exec.clone() else {
             return self
-                .protocol_error(&pdu.bhs, RejectReason::ProtocolError, "SCSI command in a discovery session".into())
+                .protocol_error(
+                    &pdu.bhs,
+                    RejectReason::ProtocolError,
+                    "SCSI command in a discovery session".into(),
+                )
                 .await;
         };
         let cmd = match ScsiCommand::load(pdu) {
@@ -238,7 +266,11 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         if imm_len > 0 && (!wp.immediate_data || !cmd.write) {
             self.session.window.complete();
             return self
-                .protocol_error(&pdu.bhs, RejectReason::ProtocolError, "unexpected immediate data".into())
+                .protocol_error(
+                    &pdu.bhs,
+                    RejectReason::ProtocolError,
+                    "unexpected immediate data".into(),
+                )
                 .await;
         }
         let aborted = Arc::new(AtomicBool::new(false));
@@ -264,7 +296,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             Err(e) => {
                 self.session.tasks.remove(cmd.itt);
                 self.session.window.complete();
-                return self.protocol_error(&pdu.bhs, RejectReason::ProtocolError, e.to_string()).await;
+                return self
+                    .protocol_error(&pdu.bhs, RejectReason::ProtocolError, e.to_string())
+                    .await;
             }
         };
         let spdtl = exec.luns.data_out_len(info.lun_number(), &info.cdb);
@@ -286,19 +320,27 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             aborted,
         };
         if pending.task.is_complete() {
-            self.start_write(exec, pending);
+            Self::start_write(exec, pending);
         } else {
-            send_r2ts(&self.tx, &pending.info, &mut pending.task, &mut self.next_ttt).await;
+            send_r2ts(
+                &self.tx,
+                &pending.info,
+                &mut pending.task,
+                &mut self.next_ttt,
+            )
+            .await;
             self.writes.insert(cmd.itt, pending);
         }
         Flow::Continue
     }
 
-    fn start_write(&self, exec: ExecContext, w: PendingWrite) {
+    fn start_write(exec: ExecContext, w: PendingWrite) {
         let exp_data_sn = w.task.r2t_sn();
         match (w.verdict, w.buffer) {
             (Some(v), _) => {
-                tokio::spawn(async move { exec.answer_early(&w.info, &w.aborted, v, exp_data_sn).await });
+                tokio::spawn(async move {
+                    exec.answer_early(&w.info, &w.aborted, v, exp_data_sn).await;
+                });
             }
             (None, Some(buf)) => {
                 tokio::spawn(exec.execute(w.info, buf, w.aborted, exp_data_sn));
@@ -309,7 +351,11 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
 
     async fn on_data_out(&mut self, pdu: &Pdu) -> Flow {
         let hdr = DataOut::load(&pdu.bhs);
-        if self.writes.get(&hdr.itt).is_some_and(|w| w.aborted.load(Ordering::Acquire)) {
+        if self
+            .writes
+            .get(&hdr.itt)
+            .is_some_and(|w| w.aborted.load(Ordering::Acquire))
+        {
             // Aborted from another connection of the session.
             self.writes.remove(&hdr.itt);
             self.session.window.complete();
@@ -329,7 +375,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                     self.session.tasks.remove(itt);
                     self.session.window.complete();
                 }
-                return self.protocol_error(&pdu.bhs, RejectReason::ProtocolError, e.to_string()).await;
+                return self
+                    .protocol_error(&pdu.bhs, RejectReason::ProtocolError, e.to_string())
+                    .await;
             }
         };
         if let Some(buf) = w.buffer.as_mut() {
@@ -340,7 +388,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         if w.task.is_complete() {
             let w = self.writes.remove(&hdr.itt).expect("present above");
             if let Some(exec) = self.exec.clone() {
-                self.start_write(exec, w);
+                Self::start_write(exec, w);
             }
         } else if hdr.final_bit {
             send_r2ts(&self.tx, &w.info, &mut w.task, &mut self.next_ttt).await;
@@ -366,13 +414,20 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             ttt: RESERVED_TAG,
             ..NopIn::default()
         };
-        self.tx.send(reply.encode(), pdu.data.clone(), StatSnMode::Advance).await;
+        self.tx
+            .send(reply.encode(), pdu.data.clone(), StatSnMode::Advance)
+            .await;
         Flow::Continue
     }
 
     async fn on_text(&mut self, pdu: &Pdu) -> Flow {
         let cmd_sn = pdu.bhs.u32_at(24);
-        if self.session.window.accept(cmd_sn, pdu.bhs.immediate(), false) == CmdSnVerdict::Drop {
+        if self
+            .session
+            .window
+            .accept(cmd_sn, pdu.bhs.immediate(), false)
+            == CmdSnVerdict::Drop
+        {
             return Flow::Continue;
         }
         match self.text.on_text(pdu) {
@@ -391,9 +446,17 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         }
         let (response, close_session, close_other) = match req.reason {
             LogoutReason::CloseSession => (LogoutResponseCode::Success, true, None),
-            LogoutReason::CloseConnection if req.cid == self.conn.cid => (LogoutResponseCode::Success, false, None),
+            LogoutReason::CloseConnection if req.cid == self.conn.cid => {
+                (LogoutResponseCode::Success, false, None)
+            }
             LogoutReason::CloseConnection => {
-                let other = self.session.connections.lock().expect("conn lock").get(&req.cid).cloned();
+                let other = self
+                    .session
+                    .connections
+                    .lock()
+                    .expect("conn lock")
+                    .get(&req.cid)
+                    .cloned();
                 match other {
                     Some(c) => (LogoutResponseCode::Success, false, Some(c)),
                     None => (LogoutResponseCode::CidNotFound, false, None),
@@ -412,7 +475,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             time2wait: 0,
             time2retain: 0,
         };
-        self.tx.send(resp.encode(), Bytes::new(), StatSnMode::Advance).await;
+        self.tx
+            .send(resp.encode(), Bytes::new(), StatSnMode::Advance)
+            .await;
         self.tx.flush().await;
         if let Some(other) = close_other {
             other.cancel.cancel();
@@ -440,7 +505,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             // Seconds the initiator has to log out.
             parameter3: 2,
         };
-        self.tx.send(msg.encode(), Bytes::new(), StatSnMode::Advance).await;
+        self.tx
+            .send(msg.encode(), Bytes::new(), StatSnMode::Advance)
+            .await;
     }
 
     async fn on_tmf(&mut self, pdu: &Pdu) -> Flow {
@@ -457,7 +524,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             exp_cmd_sn: 0,
             max_cmd_sn: 0,
         };
-        self.tx.send(resp.encode(), Bytes::new(), StatSnMode::Advance).await;
+        self.tx
+            .send(resp.encode(), Bytes::new(), StatSnMode::Advance)
+            .await;
         if req.function == TmfFunction::TargetColdReset && response == TmfResponse::Complete {
             self.tx.flush().await;
             if let Some(target) = self.session.target() {
@@ -472,7 +541,12 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
     }
 
     fn drop_pending_writes(&mut self, pred: impl Fn(&PendingWrite) -> bool) {
-        let itts: Vec<u32> = self.writes.iter().filter(|(_, w)| pred(w)).map(|(i, _)| *i).collect();
+        let itts: Vec<u32> = self
+            .writes
+            .iter()
+            .filter(|(_, w)| pred(w))
+            .map(|(i, _)| *i)
+            .collect();
         for itt in itts {
             if let Some(w) = self.writes.remove(&itt) {
                 w.aborted.store(true, Ordering::Release);
@@ -487,7 +561,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             return TmfResponse::NotSupported;
         };
         let lun = decode_lun(req.lun);
-        let luns_known = || exec.luns.luns().iter().any(|(n, _)| *n == lun);
+        let luns_known = || exec.luns.luns().iter().any(|(n, ())| *n == lun);
         match req.function {
             TmfFunction::AbortTask => {
                 let rtt = req.referenced_task_tag;
@@ -526,7 +600,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             }
             TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
                 for s in self.registry.sessions() {
-                    if s.target().is_some_and(|t| Arc::ptr_eq(t, self.session.target().expect("normal session"))) {
+                    if s.target().is_some_and(|t| {
+                        Arc::ptr_eq(t, self.session.target().expect("normal session"))
+                    }) {
                         s.tasks.abort_where(|_| true);
                     }
                 }

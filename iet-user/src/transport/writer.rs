@@ -114,7 +114,11 @@ impl Writer {
     }
 
     /// Runs until every sender is dropped or the socket fails.
-    pub async fn run<W: AsyncWrite + Unpin>(self, mut sock: W, mut rx: mpsc::Receiver<Outbound>) -> std::io::Result<()> {
+    pub async fn run<W: AsyncWrite + Unpin>(
+        self,
+        mut sock: W,
+        mut rx: mpsc::Receiver<Outbound>,
+    ) -> std::io::Result<()> {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut flushes = Vec::new();
         while let Some(first) = rx.recv().await {
@@ -126,7 +130,8 @@ impl Writer {
                         self.stamp(&mut pdu);
                         let before = buf.len();
                         encode_pdu(&pdu.bhs, &[], &pdu.data, self.digests, &mut buf);
-                        self.counters.pdus[usize::from(pdu.bhs.opcode_raw())].fetch_add(1, Ordering::Relaxed);
+                        self.counters.pdus[usize::from(pdu.bhs.opcode_raw())]
+                            .fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .bytes
                             .fetch_add((buf.len() - before) as u64, Ordering::Relaxed);

@@ -1,0 +1,101 @@
+//! Turning configuration into live targets and logical units.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::backend::open_backend;
+use crate::config::{Config, LunSpec, TargetConfig};
+use crate::scsi::LunConfig;
+use crate::target::acl::AclEntry;
+use crate::target::{Acl, Registry, Target, TargetSettings};
+
+pub fn build_registry(config: &Config) -> anyhow::Result<Registry> {
+    config.validate()?;
+    let registry = Registry::new();
+    registry.set_portals(
+        config
+            .portals
+            .iter()
+            .map(|p| crate::target::Portal {
+                listen: p.listen,
+                advertise: p.advertise,
+            })
+            .collect(),
+    );
+    registry
+        .discovery_incoming
+        .write()
+        .expect("lock")
+        .clone_from(&config.discovery.incoming);
+    registry
+        .discovery_outgoing
+        .write()
+        .expect("lock")
+        .clone_from(&config.discovery.outgoing);
+    for t in &config.targets {
+        let target = registry.add_target(Target::new(&t.name, target_settings(t)?));
+        for lun in &t.luns {
+            let cfg = lun_config(&t.name, lun)?;
+            target
+                .luns
+                .add_lun(lun.number, cfg)
+                .map_err(|e| anyhow::anyhow!("target {} LUN {}: {e}", t.name, lun.number))?;
+        }
+    }
+    Ok(registry)
+}
+
+pub fn target_settings(t: &TargetConfig) -> anyhow::Result<TargetSettings> {
+    let parse = |rules: &[String]| -> anyhow::Result<Vec<AclEntry>> {
+        rules
+            .iter()
+            .map(|r| AclEntry::parse(r).map_err(|e| anyhow::anyhow!("target {}: {e}", t.name)))
+            .collect()
+    };
+    Ok(TargetSettings {
+        alias: t.alias.clone(),
+        incoming: t.incoming.clone(),
+        outgoing: t.outgoing.clone(),
+        acl: Acl {
+            allow: parse(&t.allow)?,
+            deny: parse(&t.deny)?,
+        },
+        ..TargetSettings::default()
+    })
+}
+
+/// Opens a LUN's backing store (creating a sparse file when asked) and
+/// derives its stable identifiers from the target name and LUN number.
+pub fn lun_config(target: &str, spec: &LunSpec) -> anyhow::Result<LunConfig> {
+    if let Some(size) = spec.create_size {
+        let path = Path::new(&spec.path);
+        if !spec.path.starts_with("mem:") && !path.exists() {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.set_len(size)
+                .with_context(|| format!("sizing {}", path.display()))?;
+        }
+    }
+    let backend =
+        open_backend(&spec.path).with_context(|| format!("LUN {}: {}", spec.number, spec.path))?;
+    let id = fnv1a64(format!("{target}\0{}", spec.number).as_bytes());
+    Ok(LunConfig {
+        backend,
+        block_size: spec.block_size,
+        read_only: spec.read_only,
+        write_cache: spec.write_cache,
+        thin_provisioning: spec.thin_provisioning,
+        vendor: "IET".to_owned(),
+        product: "VIRTUAL-DISK".to_owned(),
+        serial: spec.serial.clone().unwrap_or_else(|| format!("{id:016x}")),
+        device_id: id,
+    })
+}
+
+/// FNV-1a: a hash that stays the same across builds and restarts.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
