@@ -1,1 +1,3 @@
-//! Scripted Rust initiator used by the end-to-end tests.
+//! A scripted Rust initiator and helpers for iet's end-to-end tests.
+
+pub mod initiator;

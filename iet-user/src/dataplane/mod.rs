@@ -23,6 +23,10 @@ pub struct DataplaneConfig {
 pub struct Dataplane;
 
 impl Dataplane {
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "placeholder with the real signature"
+    )]
     pub fn start(cfg: DataplaneConfig) -> anyhow::Result<Dataplane> {
         let DataplaneConfig { mode, .. } = cfg;
         if mode == EbpfMode::On {
