@@ -21,7 +21,11 @@ pub fn free_port() -> u16 {
 /// A config with one target and `mem:` LUNs on a free loopback port.
 pub fn mem_config(luns: &[&str]) -> Config {
     let mut target = TargetConfig::new(TARGET);
-    target.luns = luns.iter().enumerate().map(|(n, s)| LunSpec::new(n as u64, s)).collect();
+    target.luns = luns
+        .iter()
+        .enumerate()
+        .map(|(n, s)| LunSpec::new(n as u64, s))
+        .collect();
     Config {
         portals: vec![PortalConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], free_port())),

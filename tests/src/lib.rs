@@ -2,3 +2,4 @@
 
 pub mod initiator;
 pub mod inprocess;
+pub mod libiscsi;

@@ -13,7 +13,8 @@ const BS: u32 = 512;
 
 fn login(t: &InProcessTarget, opts: &LoginOptions) -> Conn {
     let mut c = Conn::connect(t.addr).expect("connect");
-    c.login(opts).unwrap_or_else(|e| panic!("login failed: {e:?}"));
+    c.login(opts)
+        .unwrap_or_else(|e| panic!("login failed: {e:?}"));
     c
 }
 
@@ -48,19 +49,35 @@ fn login_failures_carry_the_rfc_status() {
     cfg.targets.push(open);
     let t = InProcessTarget::start(cfg);
 
-    assert_eq!(login_status(&t, &LoginOptions::normal("iqn.2026-11.io.iet:nope")), 0x0203, "unknown target");
-    assert_eq!(login_status(&t, &LoginOptions::normal("iqn.2026-11.io.iet:acl")), 0x0202, "ACL deny");
+    assert_eq!(
+        login_status(&t, &LoginOptions::normal("iqn.2026-11.io.iet:nope")),
+        0x0203,
+        "unknown target"
+    );
+    assert_eq!(
+        login_status(&t, &LoginOptions::normal("iqn.2026-11.io.iet:acl")),
+        0x0202,
+        "ACL deny"
+    );
     let mut wrong = LoginOptions::normal(TARGET);
     wrong.chap = Some(("alice".into(), "not-the-secret!".into()));
     assert_eq!(login_status(&t, &wrong), 0x0201, "wrong CHAP secret");
     let mut unknown_user = LoginOptions::normal(TARGET);
     unknown_user.chap = Some(("mallory".into(), "alice-secret-123".into()));
     assert_eq!(login_status(&t, &unknown_user), 0x0201, "unknown CHAP user");
-    assert_eq!(login_status(&t, &LoginOptions::normal(TARGET)), 0x0201, "CHAP required, None offered");
+    assert_eq!(
+        login_status(&t, &LoginOptions::normal(TARGET)),
+        0x0201,
+        "CHAP required, None offered"
+    );
     let mut bad_tsih = LoginOptions::normal(TARGET);
     bad_tsih.chap = Some(("alice".into(), "alice-secret-123".into()));
     bad_tsih.tsih = 0x7777;
-    assert_eq!(login_status(&t, &bad_tsih), 0x020a, "session does not exist");
+    assert_eq!(
+        login_status(&t, &bad_tsih),
+        0x020a,
+        "session does not exist"
+    );
 
     // Missing InitiatorName: 0x0207.
     let mut c = Conn::connect(t.addr).unwrap();
@@ -98,7 +115,12 @@ fn login_failures_carry_the_rfc_status() {
     bhs.0[1] = 0x80 | (3 << 2) | 3;
     bhs.set_itt(1);
     match c.login_exchange(&bhs, &keys) {
-        Err(LoginError::Status(s)) => assert_eq!(s.class, 0x02, "initiator error class, got {:#06x}", s.code()),
+        Err(LoginError::Status(s)) => assert_eq!(
+            s.class,
+            0x02,
+            "initiator error class, got {:#06x}",
+            s.code()
+        ),
         other => panic!("expected an initiator error, got {other:?}"),
     }
 }
@@ -127,9 +149,14 @@ fn read_write_with_and_without_digests() {
         let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
         let w = c.write10(0, 100, &data, BS).unwrap();
         assert_eq!(w.status, 0, "write status, sense {:02x?}", w.sense);
-        let r = c.read10(0, 100, (data.len() / BS as usize) as u16, BS).unwrap();
+        let r = c
+            .read10(0, 100, (data.len() / BS as usize) as u16, BS)
+            .unwrap();
         assert_eq!(r.status, 0);
-        assert!(r.data == data, "read back what was written (digests={digests})");
+        assert!(
+            r.data == data,
+            "read back what was written (digests={digests})"
+        );
         assert_eq!(c.logout().unwrap(), 0);
     }
 }
@@ -152,7 +179,10 @@ fn bad_header_digest_is_never_executed() {
     iet::proto::pdu::encode_pdu(&bhs, &[], &vec![0xee; BS as usize], c.digests, &mut wire);
     wire[48] ^= 0xff;
     c.send_raw(&wire).unwrap();
-    assert!(c.closed_within(Duration::from_secs(5)), "connection must drop on a header digest error");
+    assert!(
+        c.closed_within(Duration::from_secs(5)),
+        "connection must drop on a header digest error"
+    );
     opts.isid[5] ^= 1;
     let mut c2 = login(&t, &opts);
     let r = c2.read10(0, 7, 1, BS).unwrap();
@@ -177,13 +207,26 @@ fn oversized_data_segment_is_refused_and_not_executed() {
     match c.recv() {
         Ok(pdu) => assert_eq!(pdu.bhs.opcode(), Some(Opcode::Reject), "got {:?}", pdu.bhs),
         Err(e) => assert!(
-            matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset),
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ),
             "{e}"
         ),
     }
-    let mut c2 = login(&t, &LoginOptions { isid: [1, 2, 3, 4, 5, 6], ..opts });
+    let mut c2 = login(
+        &t,
+        &LoginOptions {
+            isid: [1, 2, 3, 4, 5, 6],
+            ..opts
+        },
+    );
     let r = c2.read10(0, 9, 1, BS).unwrap();
-    assert_eq!(r.data, vec![0u8; BS as usize], "the oversized write must not have run");
+    assert_eq!(
+        r.data,
+        vec![0u8; BS as usize],
+        "the oversized write must not have run"
+    );
 }
 
 #[test]
@@ -193,13 +236,25 @@ fn garbage_and_huge_segments_close_only_that_connection() {
     // Garbage during login.
     let mut bad = Conn::connect(t.addr).unwrap();
     bad.send_raw(&garbage()).unwrap();
-    assert!(bad.closed_within(Duration::from_secs(5)), "garbage closes the connection");
+    assert!(
+        bad.closed_within(Duration::from_secs(5)),
+        "garbage closes the connection"
+    );
     // A BHS announcing a 16 MiB data segment in full-feature phase.
-    let mut big = login(&t, &LoginOptions { isid: [9, 9, 9, 9, 9, 9], ..LoginOptions::normal(TARGET) });
+    let mut big = login(
+        &t,
+        &LoginOptions {
+            isid: [9, 9, 9, 9, 9, 9],
+            ..LoginOptions::normal(TARGET)
+        },
+    );
     let mut bhs = Bhs::new(Opcode::ScsiCommand);
     bhs.set_data_segment_len((16 << 20) - 1);
     big.send_raw(&bhs.0).unwrap();
-    assert!(big.closed_within(Duration::from_secs(5)), "16 MiB segment closes the connection");
+    assert!(
+        big.closed_within(Duration::from_secs(5)),
+        "16 MiB segment closes the connection"
+    );
     // The first session is unaffected.
     assert_eq!(good.nop(b"still here").unwrap(), b"still here");
 }
@@ -213,7 +268,11 @@ fn half_open_connections_do_not_delay_a_login() {
     let start = Instant::now();
     let mut c = login(&t, &LoginOptions::normal(TARGET));
     assert_eq!(c.nop(b"x").unwrap(), b"x");
-    assert!(start.elapsed() < Duration::from_secs(2), "login took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "login took {:?}",
+        start.elapsed()
+    );
     drop(idle);
 }
 
@@ -227,7 +286,8 @@ fn sixty_four_sessions_each_keep_their_own_data() {
                 let mut c = Conn::connect(addr).unwrap();
                 let mut opts = LoginOptions::normal(TARGET);
                 opts.isid = [0x80, 0, 0, 0, 1, i];
-                c.login(&opts).unwrap_or_else(|e| panic!("session {i}: {e:?}"));
+                c.login(&opts)
+                    .unwrap_or_else(|e| panic!("session {i}: {e:?}"));
                 let data = vec![i; 64 * 1024];
                 let lba = u32::from(i) * 256;
                 assert_eq!(c.write10(0, lba, &data, BS).unwrap().status, 0);
@@ -248,7 +308,10 @@ fn reinstatement_closes_the_old_connection() {
     let opts = LoginOptions::normal(TARGET);
     let mut old = login(&t, &opts);
     let mut new = login(&t, &opts);
-    assert!(old.closed_within(Duration::from_secs(5)), "old connection must be closed");
+    assert!(
+        old.closed_within(Duration::from_secs(5)),
+        "old connection must be closed"
+    );
     assert_eq!(new.nop(b"new").unwrap(), b"new");
 }
 
@@ -261,9 +324,16 @@ fn commands_outside_the_window_are_ignored() {
     c.cmd_sn = c.max_cmd_sn.wrapping_add(1);
     let bhs = c.command_bhs(0, &tur, false, false, 0);
     c.send(&bhs, &[]).unwrap();
-    c.sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    assert!(c.recv().is_err(), "a command beyond MaxCmdSN must get no answer");
-    c.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.sock
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        c.recv().is_err(),
+        "a command beyond MaxCmdSN must get no answer"
+    );
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     c.cmd_sn = saved;
     c.rbuf.clear();
     let ok = c.scsi(0, &tur, &[], 0).unwrap();
@@ -275,7 +345,10 @@ fn discovery_lists_every_portal() {
     let t = InProcessTarget::start(mem_config(&["mem:1M"]));
     let mut c = login(&t, &LoginOptions::discovery());
     let answer = c.text(&[("SendTargets", "All")]).unwrap();
-    assert_eq!(answer.get("TargetName").map(Vec::as_slice), Some(&[TARGET.to_owned()][..]));
+    assert_eq!(
+        answer.get("TargetName").map(Vec::as_slice),
+        Some(&[TARGET.to_owned()][..])
+    );
     let addrs = answer.get("TargetAddress").cloned().unwrap_or_default();
     assert!(
         addrs.iter().any(|a| a.starts_with(&t.addr.to_string())),
