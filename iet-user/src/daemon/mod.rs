@@ -7,25 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneConfig};
-use crate::transport;
+use crate::transport::Server;
 
 pub use build::{build_registry, lun_config};
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let registry = Arc::new(build_registry(&config)?);
-    let mut listeners = Vec::new();
+    let server = Server::new(registry.clone(), shutdown.clone());
     for portal in &config.portals {
-        let listener =
-            bind(portal.listen).with_context(|| format!("cannot listen on {}", portal.listen))?;
-        info!(portal = %listener.local_addr()?, "listening");
-        listeners.push(listener);
+        let bound = server
+            .add_portal(portal.listen)
+            .with_context(|| format!("cannot listen on {}", portal.listen))?;
+        info!(portal = %bound, "listening");
     }
     let dataplane = Dataplane::start(DataplaneConfig {
         mode: config.ebpf.mode,
@@ -46,32 +45,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             );
         }
     }
-    let server = tokio::spawn(transport::serve(
-        listeners,
-        registry.clone(),
-        shutdown.clone(),
-    ));
     shutdown.cancelled().await;
     info!("shutting down");
-    match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!("server task failed: {e}"),
-        Err(_) => warn!("connections did not close within 10 s"),
+    if tokio::time::timeout(Duration::from_secs(10), server.wait())
+        .await
+        .is_err()
+    {
+        warn!("connections did not close within 10 s");
     }
     dataplane.shutdown();
     info!("stopped");
     Ok(())
-}
-
-fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
