@@ -32,6 +32,11 @@ pub fn mem_config(luns: &[&str]) -> Config {
             advertise: None,
         }],
         targets: vec![target],
+        control: std::env::temp_dir().join(format!(
+            "iet-test-{}-{}.sock",
+            std::process::id(),
+            free_port()
+        )),
         ebpf: iet::config::EbpfConfig {
             mode: EbpfMode::Off,
             ..iet::config::EbpfConfig::default()
@@ -58,7 +63,7 @@ impl InProcessTarget {
                 .build()
                 .expect("tokio runtime");
             rt.block_on(async move {
-                if let Err(e) = iet::daemon::run(config, token).await {
+                if let Err(e) = iet::daemon::run(config, None, token).await {
                     panic!("target failed: {e:#}");
                 }
             });

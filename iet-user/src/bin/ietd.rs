@@ -90,7 +90,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Args::parse().into_config()?;
+    let args = Args::parse();
+    let config_path = args.config.clone();
+    let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ietd")
@@ -99,6 +101,6 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         iet::daemon::cancel_on_signals(shutdown.clone())?;
-        iet::daemon::run(config, shutdown).await
+        iet::daemon::run(config, config_path, shutdown).await
     })
 }

@@ -34,16 +34,29 @@ pub fn build_registry(config: &Config) -> anyhow::Result<Registry> {
         .expect("lock")
         .clone_from(&config.discovery.outgoing);
     for t in &config.targets {
-        let target = registry.add_target(Target::new(&t.name, target_settings(t)?));
+        let target = registry
+            .add_target(Target::new(&t.name, target_settings(t)?))
+            .ok_or_else(|| anyhow::anyhow!("target {} is defined twice", t.name))?;
         for lun in &t.luns {
-            let cfg = lun_config(&t.name, lun)?;
-            target
-                .luns
-                .add_lun(lun.number, cfg)
-                .map_err(|e| anyhow::anyhow!("target {} LUN {}: {e}", t.name, lun.number))?;
+            add_lun(&target, lun)?;
         }
     }
     Ok(registry)
+}
+
+/// Opens and attaches one LUN, remembering its spec.
+pub fn add_lun(target: &Target, spec: &LunSpec) -> anyhow::Result<()> {
+    let cfg = lun_config(&target.name, spec)?;
+    target
+        .luns
+        .add_lun(spec.number, cfg)
+        .map_err(|e| anyhow::anyhow!("target {} LUN {}: {e}", target.name, spec.number))?;
+    target
+        .lun_specs
+        .lock()
+        .expect("specs lock")
+        .insert(spec.number, spec.clone());
+    Ok(())
 }
 
 pub fn target_settings(t: &TargetConfig) -> anyhow::Result<TargetSettings> {

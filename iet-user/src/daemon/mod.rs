@@ -2,8 +2,10 @@
 //! data plane, serve the portals, and shut everything down on a signal.
 
 mod build;
+pub mod state;
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,10 +16,16 @@ use crate::config::Config;
 use crate::dataplane::{Dataplane, DataplaneConfig};
 use crate::transport::Server;
 
-pub use build::{build_registry, lun_config};
+pub use build::{add_lun, build_registry, lun_config, target_settings};
+use state::Daemon;
 
-/// Runs the daemon until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the daemon until `shutdown` is cancelled. `config_path` is the
+/// file `reload` (SIGHUP, `ietadm reload`) reads again.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let registry = Arc::new(build_registry(&config)?);
     let server = Server::new(registry.clone(), shutdown.clone());
     for portal in &config.portals {
@@ -36,6 +44,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if dataplane.is_active() {
         info!(pin_dir = %config.ebpf.pin_dir.display(), "eBPF data plane attached");
     }
+    let daemon = Arc::new(Daemon {
+        registry: registry.clone(),
+        server: server.clone(),
+        dataplane: Mutex::new(Some(dataplane)),
+        config_path,
+        base: config.clone(),
+    });
+    crate::control::server::start(&config.control, daemon.clone(), shutdown.clone())
+        .with_context(|| format!("control socket {}", config.control.display()))?;
+    reload_on_sighup(daemon.clone(), shutdown.clone())?;
     for t in registry.targets() {
         for p in &config.portals {
             info!(
@@ -53,8 +71,31 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     {
         warn!("connections did not close within 10 s");
     }
-    dataplane.shutdown();
+    if let Some(dp) = daemon.dataplane.lock().expect("dataplane lock").take() {
+        dp.shutdown();
+    }
     info!("stopped");
+    Ok(())
+}
+
+fn reload_on_sighup(daemon: Arc<Daemon>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = hup.recv() => {
+                    let d = daemon.clone();
+                    match tokio::task::spawn_blocking(move || d.reload()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => warn!("reload failed: {e:#}"),
+                        Err(e) => warn!("reload failed: {e}"),
+                    }
+                }
+            }
+        }
+    });
     Ok(())
 }
 

@@ -39,5 +39,23 @@ impl Dataplane {
         false
     }
 
+    pub fn set_portals(&self, _portals: &[SocketAddr]) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     pub fn shutdown(self) {}
+}
+
+/// The kernel's record of a connection, for management views.
+pub fn kernel_view(
+    _dp: &Dataplane,
+    _local: SocketAddr,
+    _peer: SocketAddr,
+) -> Option<crate::control::protocol::KernelConnView> {
+    None
+}
+
+/// The kernel's global counters, for `ietadm stats`.
+pub fn global_view(_dp: &Dataplane) -> Option<serde_json::Value> {
+    None
 }

@@ -74,6 +74,14 @@ pub struct LunConfig {
     pub device_id: u64,
 }
 
+/// Placeholder until the SCSI emulation lands.
+#[derive(Debug, Clone)]
+pub struct LunInfo {
+    pub size_bytes: u64,
+    pub block_size: u32,
+    pub read_only: bool,
+}
+
 /// Placeholder until the SCSI emulation lands: every command fails.
 #[derive(Debug, Default)]
 pub struct LogicalUnits {}
@@ -105,7 +113,19 @@ impl LogicalUnits {
         Ok(())
     }
 
-    pub fn luns(&self) -> Vec<(u64, ())> {
+    pub fn remove_lun(&self, _lun: u64) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub fn resize_lun(&self, _lun: u64, _size: u64) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub fn set_read_only(&self, _lun: u64, _ro: bool) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub fn luns(&self) -> Vec<(u64, LunInfo)> {
         Vec::new()
     }
 

@@ -99,6 +99,16 @@ impl AclEntry {
     }
 }
 
+impl std::fmt::Display for AclEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AclEntry::Name(n) => f.write_str(n),
+            AclEntry::Network(c) => write!(f, "{c}"),
+            AclEntry::All => f.write_str("ALL"),
+        }
+    }
+}
+
 /// IET semantics: allowed when an allow rule matches; otherwise denied
 /// when a deny rule matches; an empty allow list allows everyone not denied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

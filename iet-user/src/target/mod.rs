@@ -53,19 +53,25 @@ impl Default for TargetSettings {
 
 #[derive(Debug)]
 pub struct Target {
+    /// IET's target id, shown in the /proc formats.
+    pub tid: u32,
     pub name: String,
     pub tpgt: u16,
     pub luns: Arc<LogicalUnits>,
     pub settings: RwLock<TargetSettings>,
+    /// How each LUN was configured, for `ietadm save` and views.
+    pub lun_specs: Mutex<BTreeMap<u64, crate::config::LunSpec>>,
 }
 
 impl Target {
     pub fn new(name: &str, settings: TargetSettings) -> Target {
         Target {
+            tid: 0,
             name: name.to_owned(),
             tpgt: 1,
             luns: Arc::new(LogicalUnits::new()),
             settings: RwLock::new(settings),
+            lun_specs: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -112,13 +118,16 @@ impl Registry {
         Registry::default()
     }
 
-    pub fn add_target(&self, target: Target) -> Arc<Target> {
+    /// Adds a target under a fresh tid; `None` when the name is taken.
+    pub fn add_target(&self, mut target: Target) -> Option<Arc<Target>> {
+        let mut targets = self.targets.write().expect("targets lock");
+        if targets.contains_key(&target.name) {
+            return None;
+        }
+        target.tid = targets.values().map(|t| t.tid).max().unwrap_or(0) + 1;
         let target = Arc::new(target);
-        self.targets
-            .write()
-            .expect("targets lock")
-            .insert(target.name.clone(), target.clone());
-        target
+        targets.insert(target.name.clone(), target.clone());
+        Some(target)
     }
 
     pub fn remove_target(&self, name: &str) -> Option<Arc<Target>> {

@@ -308,6 +308,8 @@ pub struct Session {
     pub id: SessionId,
     pub kind: SessionKind,
     pub params: FfpParams,
+    /// The negotiated keys as sent on the wire, for management views.
+    pub negotiated: Vec<(String, String)>,
     pub window: Arc<CmdWindow>,
     pub tasks: TaskTable,
     pub connections: Mutex<HashMap<u16, ConnHandle>>,

@@ -561,7 +561,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             return TmfResponse::NotSupported;
         };
         let lun = decode_lun(req.lun);
-        let luns_known = || exec.luns.luns().iter().any(|(n, ())| *n == lun);
+        let luns_known = || exec.luns.luns().iter().any(|(n, _)| *n == lun);
         match req.function {
             TmfFunction::AbortTask => {
                 let rtt = req.referenced_task_tag;
