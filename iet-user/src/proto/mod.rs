@@ -2,4 +2,6 @@
 //! state and events out. No tokio, sockets or files here; time is passed in.
 
 pub mod digest;
+pub mod params;
 pub mod pdu;
+pub mod text;
