@@ -1,6 +1,7 @@
 //! The iSCSI protocol core (RFC 7143), sans-io: bytes and state in, bytes,
 //! state and events out. No tokio, sockets or files here; time is passed in.
 
+pub mod auth;
 pub mod digest;
 pub mod params;
 pub mod pdu;
