@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod digest;
+pub mod login;
 pub mod params;
 pub mod pdu;
 pub mod text;
