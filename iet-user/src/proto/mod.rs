@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod digest;
+pub mod discovery;
 pub mod login;
 pub mod params;
 pub mod pdu;
 pub mod text;
+pub mod text_exchange;

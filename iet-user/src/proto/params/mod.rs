@@ -4,7 +4,10 @@
 mod negotiate;
 mod table;
 
-pub use negotiate::{FullFeatureAnswer, Negotiation, NegotiationError, full_feature_answer};
+pub use negotiate::{
+    FullFeatureAnswer, IRRELEVANT, NOT_UNDERSTOOD, Negotiation, NegotiationError, REJECT,
+    full_feature_answer,
+};
 pub use table::{KEYS, Key, KeyDef, Kind, Range, Scope, Sender, Usage, bool_str, parse_bool};
 
 use crate::proto::pdu::DigestSettings;
