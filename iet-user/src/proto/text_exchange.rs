@@ -478,4 +478,35 @@ mod tests {
             .expect("non-final");
         assert!(!r.response.final_bit && r.response.ttt != TTT_NONE);
     }
+
+    #[test]
+    fn arbitrary_requests_never_panic() {
+        let kind = SessionKind::Discovery;
+        let c = ctx(&kind, 512);
+        let env = registry();
+        let mut x = TextExchange::new();
+        let mut seed: u32 = 0xdead_beef;
+        let mut rand = move || {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            seed >> 8
+        };
+        let alphabet = b"SendTargets=All\0X=\0=\xff,";
+        for _ in 0..5000 {
+            let r = rand();
+            let ttt = match r % 3 {
+                0 => TTT_NONE,
+                1 => x.last_ttt,
+                _ => rand(),
+            };
+            let len = (rand() % 40) as usize;
+            let data: Vec<u8> = (0..len)
+                .map(|_| alphabet[(rand() as usize) % alphabet.len()])
+                .collect();
+            let request = req(r % 4, ttt, r & 0x10 != 0, r & 0x20 != 0);
+            if let Ok(reply) = x.on_request(&request, &data, &c, &env) {
+                assert!(reply.data.len() <= 512);
+                assert!(!(reply.response.final_bit && reply.response.continue_bit));
+            }
+        }
+    }
 }

@@ -233,6 +233,7 @@ impl Login {
             // RFC 7143 §11.13.5: any other PDU is "Invalid during login".
             return self.fail(&raw_request(&pdu.bhs), LoginFailure::InvalidDuringLogin);
         };
+        tracing::trace!(?req, data_len = pdu.data.len(), "login request");
         let state = std::mem::replace(&mut self.state, State::Failed);
         match self.step(state, &req, &pdu.data, env) {
             Ok((state, step)) => {
@@ -252,6 +253,7 @@ impl Login {
     /// RFC 7143 §11.13: a failed login answers with the status and no data;
     /// the caller closes the connection after sending it.
     fn fail(&mut self, req: &LoginRequest, failure: LoginFailure) -> LoginStep {
+        tracing::debug!(%failure, peer = %self.ctx.peer, itt = req.itt, "login failed");
         self.state = State::Failed;
         let (status_class, status_detail) = failure.status();
         let stat_sn = self.take_stat_sn(req);
@@ -544,6 +546,7 @@ impl Login {
         env: &dyn LoginEnv,
     ) -> StepResult {
         let data = encode_answers(answers)?;
+        progress.negotiation.check_policy()?;
         let (session, connection) = progress.negotiation.finish();
         let (exp_cmd_sn, max_cmd_sn) = progress.window();
         let identity = progress.identity;

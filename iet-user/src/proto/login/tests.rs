@@ -822,3 +822,25 @@ fn arbitrary_data_never_panics() {
         }
     }
 }
+
+#[test]
+fn required_digest_not_agreed_fails_the_login() {
+    let mut env = TestEnv::new();
+    env.target.params.header_digest = vec![Digest::Crc32c];
+    let mut pairs = identity_keys();
+    pairs.push(("HeaderDigest", "None"));
+    let a = send(&mut new_login(), &env, &request(OP_TO_FFP, &pairs));
+    assert_eq!(a.failure(), LoginFailure::InitiatorError);
+
+    // Not offered at all: we offer CRC32C and wait for the answer.
+    let mut login = new_login();
+    let a = send(&mut login, &env, &request(OP_TO_FFP, &identity_keys()));
+    assert!(!a.rsp.transit);
+    assert_eq!(a.get("HeaderDigest"), "CRC32C");
+    let a = send(
+        &mut login,
+        &env,
+        &request(OP_TO_FFP, &[("HeaderDigest", "CRC32C")]),
+    );
+    assert_eq!(a.result().connection.header_digest, Digest::Crc32c);
+}

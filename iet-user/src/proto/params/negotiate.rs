@@ -28,6 +28,10 @@ pub enum NegotiationError {
     /// Our own offer answered with a value outside what we offered.
     #[error("invalid answer for {key}: {value:?}")]
     InvalidAnswer { key: &'static str, value: String },
+    /// No value acceptable to us was agreed (e.g. we require CRC32C and the
+    /// initiator only offered None).
+    #[error("no acceptable value agreed for {0}")]
+    Unacceptable(&'static str),
     /// Security keys belong to the authentication module and stage.
     #[error("key {0} is not allowed in this stage")]
     WrongStage(&'static str),
@@ -338,6 +342,21 @@ impl Negotiation {
             .get(&key)
             .and_then(|v| Digest::from_wire(v))
             .unwrap_or(Digest::None)
+    }
+
+    /// Checks that what was agreed (or defaulted) is within our policy;
+    /// only digests can fall outside it, when the initiator's offer was
+    /// answered Reject and the default None stays in force.
+    pub fn check_policy(&self) -> Result<(), NegotiationError> {
+        for (key, allowed) in [
+            (Key::HeaderDigest, &self.params.header_digest),
+            (Key::DataDigest, &self.params.data_digest),
+        ] {
+            if !allowed.contains(&self.digest(key)) {
+                return Err(NegotiationError::Unacceptable(key.name()));
+            }
+        }
+        Ok(())
     }
 
     /// The negotiated values. Numbers are clamped to our limits as a last
@@ -734,6 +753,11 @@ mod tests {
             n.on_pair(&KeyValue::new("HeaderDigest", "None")),
             Err(NegotiationError::InvalidAnswer { .. })
         ));
+        assert_eq!(
+            n.check_policy(),
+            Err(NegotiationError::Unacceptable("HeaderDigest")),
+            "CRC32C required but never agreed"
+        );
         let (s, _) = n.finish();
         assert_eq!((s.max_burst_length, s.first_burst_length), (65536, 8192));
         assert!(!s.immediate_data);
