@@ -274,10 +274,7 @@ impl Daemon {
             let live = self.target(&t.name)?;
             *live.settings.write().expect("settings lock") = {
                 let mut st = target_settings(t)?;
-                let cur = live.settings();
-                st.queued_commands = cur.queued_commands;
-                st.nop_interval = cur.nop_interval;
-                st.nop_timeout = cur.nop_timeout;
+                st.params = live.settings().params;
                 st
             };
             let have: BTreeSet<u64> = live

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::proto::params::TargetParams;
 use crate::scsi::LogicalUnits;
 pub use acl::Acl;
 use session::Session;
@@ -30,11 +31,20 @@ pub struct TargetSettings {
     /// The account the target answers mutual CHAP with.
     pub outgoing: Option<ChapAccount>,
     pub acl: Acl,
-    /// Commands a session may have queued (the CmdSN window).
-    pub queued_commands: u32,
+    /// Negotiation limits, NOP timers and the command window.
+    pub params: TargetParams,
+}
+
+impl TargetSettings {
     /// Idle time before a NOP-In ping; `None` disables pings.
-    pub nop_interval: Option<Duration>,
-    pub nop_timeout: Duration,
+    pub fn nop_interval(&self) -> Option<Duration> {
+        (self.params.nop_interval_secs > 0)
+            .then(|| Duration::from_secs(u64::from(self.params.nop_interval_secs)))
+    }
+
+    pub fn nop_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.params.nop_timeout_secs.max(1)))
+    }
 }
 
 impl Default for TargetSettings {
@@ -44,9 +54,7 @@ impl Default for TargetSettings {
             incoming: Vec::new(),
             outgoing: None,
             acl: Acl::default(),
-            queued_commands: 128,
-            nop_interval: Some(Duration::from_secs(30)),
-            nop_timeout: Duration::from_secs(30),
+            params: TargetParams::default(),
         }
     }
 }

@@ -310,6 +310,8 @@ pub struct Session {
     pub params: FfpParams,
     /// The negotiated keys as sent on the wire, for management views.
     pub negotiated: Vec<(String, String)>,
+    /// Negotiated MaxConnections (MC/S).
+    pub max_connections: u16,
     pub window: Arc<CmdWindow>,
     pub tasks: TaskTable,
     pub connections: Mutex<HashMap<u16, ConnHandle>>,

@@ -104,6 +104,8 @@ pub struct ExecContext {
     pub luns: Arc<LogicalUnits>,
     pub nexus: ItNexus,
     pub tx: ConnTx,
+    /// The initiator's MaxRecvDataSegmentLength on this connection.
+    pub max_send_segment: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl ExecContext {
@@ -168,7 +170,7 @@ impl ExecContext {
             outcome,
             data_in,
             exp_data_sn,
-            self.session.params.max_send_segment,
+            self.max_send_segment.load(Ordering::Acquire),
             self.session.params.max_burst_length,
         )
         .await;

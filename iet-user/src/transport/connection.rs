@@ -68,6 +68,7 @@ async fn full_feature(
         cid,
         decoder,
         stat_sn,
+        max_send_segment,
         text,
         settings,
     } = li;
@@ -117,6 +118,7 @@ async fn full_feature(
                 luns: target.luns.clone(),
                 nexus: nexus.clone(),
                 tx: tx.clone(),
+                max_send_segment: Arc::new(AtomicU32::new(max_send_segment)),
             }),
             SessionKind::Discovery => None,
         };

@@ -45,8 +45,9 @@ pub enum ConnEnd {
 /// Hooks into the full-feature phase for text requests, which the login
 /// layer owns (SendTargets and FFP negotiation).
 pub trait TextHandler: Send + Sync {
-    /// Answers one Text Request PDU with the Text Response PDU to send.
-    fn on_text(&mut self, pdu: &Pdu) -> Result<(Bhs, Bytes), RejectReason>;
+    /// Answers one Text Request PDU with the Text Response PDU to send,
+    /// and the initiator's new MaxRecvDataSegmentLength if it declared one.
+    fn on_text(&mut self, pdu: &Pdu) -> Result<(Bhs, Bytes, Option<u32>), RejectReason>;
 }
 
 pub struct FullFeature<R> {
@@ -103,7 +104,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
     }
 
     fn next_timer(&self, last_rx: Instant, logout_deadline: Option<Instant>) -> Option<Instant> {
-        let ping = match (self.ping, self.settings.nop_interval) {
+        let ping = match (self.ping, self.settings.nop_interval()) {
             (Some((_, deadline)), _) => Some(deadline),
             (None, Some(interval)) => Some(last_rx + interval),
             (None, None) => None,
@@ -123,7 +124,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             Some((_, deadline)) if now >= deadline => {
                 warn!(
                     "no answer to NOP-In within {:?}: closing",
-                    self.settings.nop_timeout
+                    self.settings.nop_timeout()
                 );
                 return Flow::Close(ConnEnd::NopTimeout);
             }
@@ -131,7 +132,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             None => {
                 if self
                     .settings
-                    .nop_interval
+                    .nop_interval()
                     .is_some_and(|i| now >= last_rx + i)
                 {
                     let ttt = self.alloc_ttt();
@@ -143,7 +144,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                     self.tx
                         .send(nop.encode(), Bytes::new(), StatSnMode::Current)
                         .await;
-                    self.ping = Some((ttt, now + self.settings.nop_timeout));
+                    self.ping = Some((ttt, now + self.settings.nop_timeout()));
                 }
             }
         }
@@ -431,8 +432,11 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             return Flow::Continue;
         }
         match self.text.on_text(pdu) {
-            Ok((bhs, data)) => {
+            Ok((bhs, data, new_max)) => {
                 self.tx.send(bhs, data, StatSnMode::Advance).await;
+                if let (Some(max), Some(exec)) = (new_max, &self.exec) {
+                    exec.max_send_segment.store(max, Ordering::Release);
+                }
             }
             Err(reason) => self.reject(&pdu.bhs, reason).await,
         }
