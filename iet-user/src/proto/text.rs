@@ -72,7 +72,9 @@ pub fn is_valid_key_name(key: &str) -> bool {
 /// Parses a whole (reassembled) data segment. Empty pairs (`\0\0`, trailing
 /// NULs) are skipped; a final pair without its NUL is accepted, since some
 /// initiators pad the segment. A key appearing twice is an error (RFC 7143
-/// §6.1: "a key ... MUST NOT be sent more than once in a negotiation").
+/// §6.3: an attempt to redeclare or renegotiate a key "MUST be detected";
+/// the target answers Login reject, initiator error). Callers that send
+/// repeated keys (SendTargets answers) encode, never parse, them.
 pub fn parse_pairs(data: &[u8]) -> Result<Vec<KeyValue>, TextError> {
     if data.len() > MAX_TEXT_LEN {
         return Err(TextError::TooLong {
