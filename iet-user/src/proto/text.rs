@@ -59,19 +59,22 @@ impl KeyValue {
 }
 
 /// RFC 7143 §6.1: key-name characters are letters, digits, `.`, `-`, `+`,
-/// `@`, `_`; at most 63 bytes; never empty.
+/// `@`, `_`; at most 63 bytes; never empty. `#` is accepted too because
+/// IANA-registered extension keys are spelled `X#name` (RFC 7143 §13.5.2).
 pub fn is_valid_key_name(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= MAX_KEY_NAME_LEN
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'@' | b'_'))
+        && key.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'@' | b'_' | b'#')
+        })
 }
 
 /// Parses a whole (reassembled) data segment. Empty pairs (`\0\0`, trailing
 /// NULs) are skipped; a final pair without its NUL is accepted, since some
 /// initiators pad the segment. A key appearing twice is an error (RFC 7143
-/// §6.1: "a key ... MUST NOT be sent more than once in a negotiation").
+/// §6.3: an attempt to redeclare or renegotiate a key "MUST be detected";
+/// the target answers Login reject, initiator error). Callers that send
+/// repeated keys (SendTargets answers) encode, never parse, them.
 pub fn parse_pairs(data: &[u8]) -> Result<Vec<KeyValue>, TextError> {
     if data.len() > MAX_TEXT_LEN {
         return Err(TextError::TooLong {
@@ -324,6 +327,10 @@ mod tests {
         let pairs = parse_pairs(b"A=1\0\0B=\0C=x").expect("lenient forms");
         assert_eq!(pairs.len(), 3, "{pairs:?}");
         assert_eq!(pairs[1].value, "");
+        assert_eq!(
+            parse_pairs(b"X#org.iana.k=v\0").expect("X# key")[0].key,
+            "X#org.iana.k"
+        );
         // Values may contain '='.
         assert_eq!(
             parse_pairs(b"X-a=b=c\0").expect("eq in value")[0].value,

@@ -79,6 +79,14 @@ pub struct LoginContext {
 }
 
 /// Everything Full Feature Phase needs from the login.
+///
+/// After sending the final response (which goes out without digests), the
+/// transport switches the connection to `connection.digests()` and
+/// `connection.max_recv_data_segment_length`, and sends at most
+/// `connection.max_send_data_segment_length` bytes per data segment. For a
+/// connection joining a session (`tsih` was non-zero in the request) the
+/// leading-only keys were answered Irrelevant, so `session` holds defaults:
+/// the session's own values stay in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginResult {
     pub kind: SessionKind,

@@ -23,10 +23,10 @@ pub use env::{
 };
 pub use status::LoginFailure;
 
-use crate::proto::auth::{AuthError, Authenticator};
-use crate::proto::params::{Key, Negotiation, NegotiationError, Usage};
+use crate::proto::auth::Authenticator;
+use crate::proto::params::{Key, Negotiation, Usage};
 use crate::proto::pdu::{Bhs, LoginRequest, LoginResponse, Pdu, Stage};
-use crate::proto::text::{KeyValue, TextError, TextReassembly, encode_pairs, parse_pairs};
+use crate::proto::text::{KeyValue, TextReassembly, encode_pairs, parse_pairs};
 
 /// During login both sides use the default MaxRecvDataSegmentLength
 /// (RFC 7143 §13.12), so no Login Response may carry more.
@@ -100,23 +100,8 @@ pub struct Login {
     next_stat_sn: Option<u32>,
 }
 
-/// A failure, carried to the one place that builds the failure response.
-#[derive(Debug)]
-struct Fail(LoginFailure);
-
-macro_rules! into_fail {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Fail {
-            fn from(e: $t) -> Self {
-                Fail(e.into())
-            }
-        }
-    )*};
-}
-
-into_fail!(LoginFailure, TextError, NegotiationError, AuthError);
-
-type StepResult = Result<(State, LoginStep), Fail>;
+/// Every failure goes back to `on_request`, the one place that answers it.
+type StepResult = Result<(State, LoginStep), LoginFailure>;
 
 fn is_security_key(name: &str) -> bool {
     Key::from_name(name).is_some_and(|k| k.def().usage == Usage::Security)
@@ -145,9 +130,9 @@ fn check_consistent(
     req: &LoginRequest,
     csg: Stage,
     current: Stage,
-) -> Result<(), Fail> {
+) -> Result<(), LoginFailure> {
     if identity_of(req) != *identity || csg != current {
-        return Err(LoginFailure::InitiatorError.into());
+        return Err(LoginFailure::InitiatorError);
     }
     Ok(())
 }
@@ -201,12 +186,12 @@ fn response_bhs(
     .encode()
 }
 
-fn encode_answers(answers: &[KeyValue]) -> Result<Vec<u8>, Fail> {
+fn encode_answers(answers: &[KeyValue]) -> Result<Vec<u8>, LoginFailure> {
     let data = encode_pairs(answers);
     // Only a flood of unknown keys can get here; refusing it keeps every
     // response within the login-time MaxRecvDataSegmentLength.
     if data.len() > LOGIN_MAX_DATA_SEGMENT_LEN {
-        return Err(LoginFailure::InitiatorError.into());
+        return Err(LoginFailure::InitiatorError);
     }
     Ok(data)
 }
@@ -240,7 +225,7 @@ impl Login {
                 self.state = state;
                 step
             }
-            Err(Fail(failure)) => self.fail(&req, failure),
+            Err(failure) => self.fail(&req, failure),
         }
     }
 
@@ -296,7 +281,7 @@ impl Login {
         progress: &Progress,
         transit: Option<Stage>,
         answers: &[KeyValue],
-    ) -> Result<LoginStep, Fail> {
+    ) -> Result<LoginStep, LoginFailure> {
         let data = encode_answers(answers)?;
         let stat_sn = self.take_stat_sn(req);
         Ok(LoginStep {
@@ -317,11 +302,11 @@ impl Login {
         // in the range, it MUST reject the login with Unsupported version".
         // RFC 7143 defines only 0x00.
         if req.version_min > 0 {
-            return Err(LoginFailure::UnsupportedVersion.into());
+            return Err(LoginFailure::UnsupportedVersion);
         }
         // RFC 7143 §11.12.2: "If the C bit is set to 1, the T bit MUST be 0".
         if req.transit && req.continue_bit {
-            return Err(LoginFailure::InitiatorError.into());
+            return Err(LoginFailure::InitiatorError);
         }
         // CSG 2 is reserved and 3 is not a login stage.
         let csg = Stage::from_bits(req.csg)
@@ -362,12 +347,16 @@ impl Login {
                 }
             }
             // The transport must not feed requests after the final response.
-            State::FullFeaturePhase | State::Failed => Err(LoginFailure::InvalidDuringLogin.into()),
+            State::FullFeaturePhase | State::Failed => Err(LoginFailure::InvalidDuringLogin),
         }
     }
 
     /// Reassembles C-bit continuations; `None` while more data is coming.
-    fn collect(&mut self, req: &LoginRequest, data: &[u8]) -> Result<Option<Vec<KeyValue>>, Fail> {
+    fn collect(
+        &mut self,
+        req: &LoginRequest,
+        data: &[u8],
+    ) -> Result<Option<Vec<KeyValue>>, LoginFailure> {
         match self.reassembly.push(data, req.continue_bit)? {
             Some(all) => Ok(Some(parse_pairs(&all)?)),
             None => Ok(None),
@@ -404,13 +393,13 @@ impl Login {
                     .to_owned(),
             },
             "Discovery" => SessionKind::Discovery,
-            _ => return Err(LoginFailure::SessionTypeNotSupported.into()),
+            _ => return Err(LoginFailure::SessionTypeNotSupported),
         };
         let (target, params, auth) = match &kind {
             SessionKind::Normal { target_name } => {
                 let target = env.target(target_name).ok_or(LoginFailure::NotFound)?;
                 if !env.initiator_allowed(&target.name, initiator_name, self.ctx.peer) {
-                    return Err(LoginFailure::AuthorizationFailure.into());
+                    return Err(LoginFailure::AuthorizationFailure);
                 }
                 let (params, auth) = (target.params.clone(), target.auth.clone());
                 (Some(target), params, auth)
@@ -471,7 +460,7 @@ impl Login {
             // sets T=1 on its AuthMethod offer). Asking to leave without
             // starting the required CHAP is an authentication failure.
             if security.is_empty() {
-                return Err(LoginFailure::AuthenticationFailure.into());
+                return Err(LoginFailure::AuthenticationFailure);
             }
             let step = self.respond(req, &progress, None, &answers)?;
             return Ok((State::SecurityNegotiation(progress, auth), step));
@@ -515,7 +504,7 @@ impl Login {
         for kv in pairs {
             // RFC 7143 §6.3.1: security keys belong to the security stage.
             if is_security_key(&kv.key) {
-                return Err(LoginFailure::InitiatorError.into());
+                return Err(LoginFailure::InitiatorError);
             }
             answers.extend(progress.negotiation.on_pair(kv)?);
         }

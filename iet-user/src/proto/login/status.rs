@@ -84,20 +84,25 @@ impl LoginFailure {
     }
 }
 
+// The conversions below lose the cause, so they log it.
+
 impl From<TextError> for LoginFailure {
-    fn from(_: TextError) -> Self {
+    fn from(e: TextError) -> Self {
+        tracing::debug!(error = %e, "malformed login text");
         LoginFailure::InitiatorError
     }
 }
 
 impl From<NegotiationError> for LoginFailure {
-    fn from(_: NegotiationError) -> Self {
+    fn from(e: NegotiationError) -> Self {
+        tracing::debug!(error = %e, "login negotiation failed");
         LoginFailure::InitiatorError
     }
 }
 
 impl From<AuthError> for LoginFailure {
     fn from(e: AuthError) -> Self {
+        tracing::debug!(error = %e, "login authentication failed");
         if e.is_initiator_error() {
             LoginFailure::InitiatorError
         } else {

@@ -844,3 +844,11 @@ fn required_digest_not_agreed_fails_the_login() {
     );
     assert_eq!(a.result().connection.header_digest, Digest::Crc32c);
 }
+
+#[test]
+fn login_state_can_move_between_tasks() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Login>();
+    assert_send::<LoginStep>();
+    assert_send::<crate::proto::text_exchange::TextExchange>();
+}

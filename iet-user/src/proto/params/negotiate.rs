@@ -17,9 +17,11 @@ pub const REJECT: &str = "Reject";
 /// Offers that end the login with Initiator Error (0x0200).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NegotiationError {
-    /// RFC 7143 §6.1: "a key ... MUST NOT be offered more than once"; a
-    /// declarative key repeated with the same value is tolerated, because
-    /// libiscsi repeats InitiatorName/TargetName in the operational stage.
+    /// RFC 7143 §6.3: neither side should declare or negotiate a key more
+    /// than once during login, and an attempt "MUST be detected" and
+    /// answered with Login reject (initiator error). A declarative key
+    /// repeated with the same value is tolerated, because libiscsi repeats
+    /// InitiatorName/TargetName/SessionType in the operational stage.
     #[error("key {0} offered twice")]
     OfferedTwice(&'static str),
     /// A declarative value that cannot be answered with Reject.
@@ -190,7 +192,7 @@ impl Negotiation {
         Ok(())
     }
 
-    /// List result: the first offered value we support (RFC 7143 §6.2.1?).
+    /// List result: the first offered value we support (RFC 7143 §6.2.1, list negotiations).
     fn choose(&self, key: Key, offered: &str) -> String {
         let supported: Vec<&str> = match key {
             Key::HeaderDigest => self

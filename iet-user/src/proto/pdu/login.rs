@@ -208,4 +208,16 @@ mod tests {
         assert_eq!(Stage::from_bits(2), None);
         assert_eq!(Stage::from_bits(3), Some(Stage::FullFeaturePhase));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn request_round_trips(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 48)) {
+            let mut bhs = Bhs::default();
+            bhs.0.copy_from_slice(&raw);
+            bhs.0[0] = (bhs.0[0] & 0x40) | 0x03;
+            let req = LoginRequest::load(&bhs).expect("login opcode");
+            let again = LoginRequest::load(&req.encode()).expect("login opcode");
+            proptest::prop_assert_eq!(req, again);
+        }
+    }
 }
