@@ -23,7 +23,7 @@ pub struct ChapAccount {
 }
 
 /// Per-target settings an admin can change at runtime.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TargetSettings {
     pub alias: Option<String>,
     /// CHAP accounts an initiator may authenticate as; empty: no CHAP.
@@ -44,18 +44,6 @@ impl TargetSettings {
 
     pub fn nop_timeout(&self) -> Duration {
         Duration::from_secs(u64::from(self.params.nop_timeout_secs.max(1)))
-    }
-}
-
-impl Default for TargetSettings {
-    fn default() -> Self {
-        TargetSettings {
-            alias: None,
-            incoming: Vec::new(),
-            outgoing: None,
-            acl: Acl::default(),
-            params: TargetParams::default(),
-        }
     }
 }
 

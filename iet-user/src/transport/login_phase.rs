@@ -115,26 +115,26 @@ pub async fn run(
                     warn!("login finished without a session");
                     return None;
                 };
-                return Some(logged_in(*result, session, registry, peer, local));
+                return Some(logged_in(&result, session, registry, peer, local));
             }
         }
     }
 }
 
 fn logged_in(
-    result: LoginResult,
+    result: &LoginResult,
     session: Arc<Session>,
     registry: &Arc<Registry>,
     peer: SocketAddr,
     local: SocketAddr,
 ) -> LoggedIn {
-    let settings = session
-        .target()
-        .map(|t| t.settings())
-        .unwrap_or_else(|| TargetSettings {
+    let settings = session.target().map_or_else(
+        || TargetSettings {
             params: discovery_params(),
             ..TargetSettings::default()
-        });
+        },
+        |t| t.settings(),
+    );
     info!(
         initiator = %result.initiator_name,
         tsih = result.tsih,
