@@ -8,7 +8,10 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::proto::pdu::{Bhs, DigestSettings, encode_pdu};
+use std::io::IoSlice;
+
+use crate::proto::digest;
+use crate::proto::pdu::{Bhs, DigestSettings, encode_pdu, padded_len};
 use crate::target::session::CmdWindow;
 
 /// How a PDU's StatSN field is filled (RFC 7143 §4.2.2.2).
@@ -119,7 +122,7 @@ impl Writer {
         mut sock: W,
         mut rx: mpsc::Receiver<Outbound>,
     ) -> std::io::Result<()> {
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut batch = Batch::default();
         let mut flushes = Vec::new();
         while let Some(first) = rx.recv().await {
             let mut next = Some(first);
@@ -128,30 +131,166 @@ impl Writer {
                 match msg {
                     Outbound::Pdu(mut pdu) => {
                         self.stamp(&mut pdu);
-                        let before = buf.len();
-                        encode_pdu(&pdu.bhs, &[], &pdu.data, self.digests, &mut buf);
+                        let bytes = batch.push(&pdu.bhs, pdu.data, self.digests);
                         self.counters.pdus[usize::from(pdu.bhs.opcode_raw())]
                             .fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .bytes
-                            .fetch_add((buf.len() - before) as u64, Ordering::Relaxed);
+                            .fetch_add(bytes as u64, Ordering::Relaxed);
                     }
                     Outbound::Flush(done) => flushes.push(done),
                 }
                 n += 1;
-                if n >= BATCH_PDUS || buf.len() >= BATCH_BYTES {
+                if n >= BATCH_PDUS || batch.len >= BATCH_BYTES {
                     break;
                 }
                 next = rx.try_recv().ok();
             }
-            if !buf.is_empty() {
-                sock.write_all(&buf).await?;
-                buf.clear();
-            }
+            batch.write_to(&mut sock).await?;
             for done in flushes.drain(..) {
                 let _ = done.send(());
             }
         }
         sock.flush().await
+    }
+}
+
+/// Data segments at least this long are sent from their own buffer
+/// (vectored write) instead of being copied next to their header.
+const ZERO_COPY_MIN: usize = 2048;
+
+/// PDUs ready for one vectored write: small pieces copied into `small`,
+/// large data segments kept as shared buffers.
+#[derive(Default)]
+struct Batch {
+    small: BytesMut,
+    parts: Vec<Part>,
+    len: usize,
+}
+
+enum Part {
+    Small(std::ops::Range<usize>),
+    Large(Bytes),
+}
+
+impl Batch {
+    /// Adds one PDU; returns its length on the wire.
+    fn push(&mut self, bhs: &Bhs, data: Bytes, digests: DigestSettings) -> usize {
+        let before = self.len;
+        if data.len() < ZERO_COPY_MIN {
+            let start = self.small.len();
+            encode_pdu(bhs, &[], &data, digests, &mut self.small);
+            self.add_small(start);
+        } else {
+            let start = self.small.len();
+            let mut bhs = *bhs;
+            bhs.set_total_ahs_len(0);
+            bhs.set_data_segment_len(data.len());
+            self.small.extend_from_slice(&bhs.0);
+            if digests.header {
+                self.small
+                    .extend_from_slice(&digest::to_wire(digest::crc32c_of(&[&bhs.0])));
+            }
+            self.add_small(start);
+            let pad = padded_len(data.len()) - data.len();
+            let crc = digests
+                .data
+                .then(|| digest::crc32c_of(&[&data, &[0u8; 3][..pad]]));
+            self.len += data.len();
+            self.parts.push(Part::Large(data));
+            let start = self.small.len();
+            self.small.extend_from_slice(&[0u8; 3][..pad]);
+            if let Some(crc) = crc {
+                self.small.extend_from_slice(&digest::to_wire(crc));
+            }
+            self.add_small(start);
+        }
+        self.len - before
+    }
+
+    fn add_small(&mut self, start: usize) {
+        let end = self.small.len();
+        if end == start {
+            return;
+        }
+        self.len += end - start;
+        if let Some(Part::Small(r)) = self.parts.last_mut()
+            && r.end == start
+        {
+            r.end = end;
+            return;
+        }
+        self.parts.push(Part::Small(start..end));
+    }
+
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, sock: &mut W) -> std::io::Result<()> {
+        if self.parts.is_empty() {
+            return Ok(());
+        }
+        let mut slices: Vec<IoSlice<'_>> = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Small(r) => IoSlice::new(&self.small[r.clone()]),
+                Part::Large(b) => IoSlice::new(b),
+            })
+            .collect();
+        let mut bufs = &mut slices[..];
+        while !bufs.is_empty() {
+            let n = sock.write_vectored(bufs).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut bufs, n);
+        }
+        self.small.clear();
+        self.parts.clear();
+        self.len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::pdu::{Opcode, PduDecoder};
+
+    #[tokio::test]
+    async fn vectored_batches_decode_like_copied_ones() {
+        for digests in [
+            DigestSettings::default(),
+            DigestSettings {
+                header: true,
+                data: true,
+            },
+        ] {
+            let mut batch = Batch::default();
+            let sizes = [0usize, 5, 4096, 1, 10_001];
+            for (i, size) in sizes.iter().enumerate() {
+                let mut bhs = Bhs::new(Opcode::DataIn);
+                bhs.set_itt(i as u32);
+                let data: Vec<u8> = (0..*size).map(|b| (b % 253) as u8).collect();
+                batch.push(&bhs, Bytes::from(data), digests);
+            }
+            let mut wire: Vec<u8> = Vec::new();
+            batch.write_to(&mut wire).await.unwrap();
+            let mut buf = BytesMut::from(&wire[..]);
+            let mut dec = PduDecoder {
+                max_data_segment_len: 1 << 20,
+                digests,
+            };
+            for (i, size) in sizes.iter().enumerate() {
+                let pdu = dec.decode(&mut buf).unwrap().unwrap();
+                assert_eq!(pdu.bhs.itt(), i as u32);
+                assert_eq!(pdu.data.len(), *size);
+                assert!(
+                    pdu.data
+                        .iter()
+                        .enumerate()
+                        .all(|(b, v)| *v == (b % 253) as u8)
+                );
+            }
+            assert!(buf.is_empty());
+        }
     }
 }
