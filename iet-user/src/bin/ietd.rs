@@ -37,6 +37,10 @@ struct Args {
     /// Unix control socket for ietadm.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit (converts an
+    /// IET ietd.conf).
+    #[arg(long)]
+    dump_config: bool,
 }
 
 impl Args {
@@ -82,7 +86,18 @@ impl Args {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("ietd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -92,7 +107,12 @@ fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config_path = args.config.clone();
+    let dump = args.dump_config;
     let config = args.into_config()?;
+    if dump {
+        print!("{}", toml::to_string_pretty(&config)?);
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ietd")

@@ -1,10 +1,16 @@
 //! ietd's configuration as plain serde data: the TOML file, and the same
 //! structure built from command-line flags.
 
+mod ietd_conf;
+mod params;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+pub use ietd_conf::{apply_initiators_file, looks_like_ietd_conf, parse_ietd_conf};
+pub use params::ParamsConfig;
 
 use crate::dataplane::EbpfMode;
 use crate::target::ChapAccount;
@@ -112,6 +118,13 @@ pub struct TargetConfig {
     /// Initiator names, CIDRs or `ALL` denied (IET's initiators.deny).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// Negotiation limits and timers (IET's per-target keys).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub params: ParamsConfig,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl TargetConfig {
@@ -124,6 +137,7 @@ impl TargetConfig {
             outgoing: None,
             allow: Vec::new(),
             deny: Vec::new(),
+            params: ParamsConfig::default(),
         }
     }
 }
@@ -144,6 +158,9 @@ pub struct LunSpec {
     pub thin_provisioning: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// IET's ScsiId: the device identifier in VPD 83h derives from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scsi_id: Option<String>,
     /// Creates a regular file of this size when `path` does not exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_size: Option<u64>,
@@ -159,6 +176,7 @@ impl LunSpec {
             write_cache: true,
             thin_provisioning: true,
             serial: None,
+            scsi_id: None,
             create_size: None,
         }
     }
@@ -186,6 +204,12 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
+    #[error("{}:{line}: {reason}", path.display())]
+    At {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -200,12 +224,29 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Reads a TOML file or an IET ietd.conf (detected from the content);
+    /// for the latter, initiators.allow and initiators.deny beside it apply.
     pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_owned(),
-            source: e,
-        })?;
-        Config::from_toml(path, &text)
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.to_owned(),
+                source: e,
+            })
+        };
+        let text = read(path)?;
+        if !looks_like_ietd_conf(&text) {
+            return Config::from_toml(path, &text);
+        }
+        let mut cfg = parse_ietd_conf(path, &text)?;
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        for (name, allow) in [("initiators.allow", true), ("initiators.deny", false)] {
+            let p = dir.join(name);
+            if p.exists() {
+                apply_initiators_file(&mut cfg, &p, &read(&p)?, allow)?;
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -238,6 +279,9 @@ impl Config {
                     )));
                 }
             }
+            t.params
+                .to_params()
+                .map_err(|e| ConfigError::Invalid(format!("target {}: {e}", t.name)))?;
             for rule in t.allow.iter().chain(&t.deny) {
                 crate::target::acl::AclEntry::parse(rule)
                     .map_err(|e| ConfigError::Invalid(format!("target {}: {e}", t.name)))?;

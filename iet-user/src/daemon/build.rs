@@ -74,7 +74,10 @@ pub fn target_settings(t: &TargetConfig) -> anyhow::Result<TargetSettings> {
             allow: parse(&t.allow)?,
             deny: parse(&t.deny)?,
         },
-        ..TargetSettings::default()
+        params: t
+            .params
+            .to_params()
+            .map_err(|e| anyhow::anyhow!("target {}: {e}", t.name))?,
     })
 }
 
@@ -92,7 +95,10 @@ pub fn lun_config(target: &str, spec: &LunSpec) -> anyhow::Result<LunConfig> {
     }
     let backend =
         open_backend(&spec.path).with_context(|| format!("LUN {}: {}", spec.number, spec.path))?;
-    let id = fnv1a64(format!("{target}\0{}", spec.number).as_bytes());
+    let id = match &spec.scsi_id {
+        Some(scsi_id) => fnv1a64(scsi_id.as_bytes()),
+        None => fnv1a64(format!("{target}\0{}", spec.number).as_bytes()),
+    };
     Ok(LunConfig {
         backend,
         block_size: spec.block_size,

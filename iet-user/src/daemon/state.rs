@@ -239,6 +239,7 @@ impl Daemon {
                     outgoing: st.outgoing.clone(),
                     allow: st.acl.allow.iter().map(AclEntry::to_string).collect(),
                     deny: st.acl.deny.iter().map(AclEntry::to_string).collect(),
+                    params: crate::config::ParamsConfig::from_params(&st.params),
                 }
             })
             .collect();
