@@ -91,7 +91,6 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("ietd: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
