@@ -356,3 +356,108 @@ fn discovery_lists_every_portal() {
         t.addr
     );
 }
+
+#[test]
+fn nop_in_keepalive_closes_dead_connections() {
+    let mut cfg = mem_config(&["mem:1M"]);
+    cfg.targets[0].params.nop_interval = Some(1);
+    cfg.targets[0].params.nop_timeout = Some(1);
+    let t = InProcessTarget::start(cfg);
+    // A silent initiator: the target pings, gets no answer, and closes.
+    let mut silent = login(&t, &LoginOptions::normal(TARGET));
+    let start = Instant::now();
+    let ping = silent.recv().expect("a NOP-In ping");
+    assert_eq!(ping.bhs.opcode(), Some(Opcode::NopIn));
+    assert_eq!(ping.bhs.itt(), 0xffff_ffff, "unsolicited NOP-In");
+    assert_ne!(
+        ping.bhs.u32_at(20),
+        0xffff_ffff,
+        "it asks for an answer (TTT)"
+    );
+    assert!(
+        silent.closed_within(Duration::from_secs(5)),
+        "dead connection closed"
+    );
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // An initiator that answers stays connected across several intervals.
+    let mut alive = login(
+        &t,
+        &LoginOptions {
+            isid: [7, 7, 7, 7, 7, 7],
+            ..LoginOptions::normal(TARGET)
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            alive.nop(b"x").unwrap(),
+            b"x",
+            "nop() answers pings while waiting"
+        );
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert_eq!(alive.nop(b"still").unwrap(), b"still");
+}
+
+#[test]
+fn two_connections_share_a_session() {
+    let t = InProcessTarget::start(mem_config(&["mem:1M"]));
+    let opts = LoginOptions::normal(TARGET);
+    let mut first = login(&t, &opts);
+    let mut second = Conn::connect(t.addr).unwrap();
+    second.cmd_sn = first.cmd_sn;
+    second
+        .login(&LoginOptions {
+            tsih: first.tsih,
+            cid: 1,
+            ..opts.clone()
+        })
+        .unwrap_or_else(|e| panic!("second connection: {e:?}"));
+    assert_eq!(second.tsih, first.tsih, "joined the same session");
+    assert_eq!(first.nop(b"one").unwrap(), b"one");
+    assert_eq!(second.nop(b"two").unwrap(), b"two");
+    // A TSIH nobody has is refused.
+    let mut stray = Conn::connect(t.addr).unwrap();
+    match stray.login(&LoginOptions {
+        tsih: first.tsih.wrapping_add(100),
+        cid: 2,
+        ..opts
+    }) {
+        Err(LoginError::Status(s)) => assert_eq!(s.code(), 0x020a),
+        other => panic!("expected session does not exist, got {other:?}"),
+    }
+}
+
+#[test]
+fn shutdown_asks_initiators_to_log_out() {
+    let mut t = InProcessTarget::start(mem_config(&["mem:1M"]));
+    let mut c = login(&t, &LoginOptions::normal(TARGET));
+    let addr = t.addr;
+    let stopper = std::thread::spawn(move || t.stop());
+    let msg = c.recv().expect("an Async Message before the close");
+    assert_eq!(msg.bhs.opcode(), Some(Opcode::AsyncMessage));
+    assert_eq!(msg.bhs.0[36], 1, "AsyncEvent 1: logout requested");
+    assert_eq!(c.logout().unwrap(), 0, "logout succeeds");
+    stopper.join().unwrap();
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the portal is closed"
+    );
+}
+
+#[test]
+fn logout_closes_the_session() {
+    let t = InProcessTarget::start(mem_config(&["mem:1M"]));
+    let mut c = login(&t, &LoginOptions::normal(TARGET));
+    let tsih = c.tsih;
+    assert_eq!(c.logout().unwrap(), 0);
+    assert!(c.closed_within(Duration::from_secs(2)));
+    let mut again = Conn::connect(t.addr).unwrap();
+    match again.login(&LoginOptions {
+        tsih,
+        cid: 1,
+        ..LoginOptions::normal(TARGET)
+    }) {
+        Err(LoginError::Status(s)) => assert_eq!(s.code(), 0x020a, "the session is gone"),
+        other => panic!("expected session does not exist, got {other:?}"),
+    }
+}
