@@ -37,6 +37,9 @@ struct Args {
     /// Unix control socket for ietadm.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
     /// Print the effective configuration as TOML and exit (converts an
     /// IET ietd.conf).
     #[arg(long)]
@@ -77,6 +80,9 @@ impl Args {
         }
         if let Some(cg) = self.cgroup {
             config.ebpf.cgroup = Some(cg);
+        }
+        if let Some(m) = self.metrics {
+            config.metrics = Some(m);
         }
         if let Some(control) = self.control {
             config.control = control;

@@ -24,6 +24,9 @@ pub struct Config {
     pub ebpf: EbpfConfig,
     #[serde(default = "default_control")]
     pub control: PathBuf,
+    /// Prometheus endpoint address; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
     #[serde(default)]
     pub discovery: DiscoveryConfig,
     #[serde(default, rename = "target")]
@@ -36,6 +39,7 @@ impl Default for Config {
             portals: default_portals(),
             ebpf: EbpfConfig::default(),
             control: default_control(),
+            metrics: None,
             discovery: DiscoveryConfig::default(),
             targets: Vec::new(),
         }

@@ -3,6 +3,7 @@
 //! client ietadm uses.
 
 pub mod client;
+pub mod metrics;
 pub mod procfs;
 pub mod protocol;
 pub mod server;

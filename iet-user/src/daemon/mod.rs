@@ -54,6 +54,11 @@ pub async fn run(
     crate::control::server::start(&config.control, daemon.clone(), shutdown.clone())
         .with_context(|| format!("control socket {}", config.control.display()))?;
     reload_on_sighup(daemon.clone(), shutdown.clone())?;
+    if let Some(addr) = config.metrics {
+        crate::control::metrics::serve(addr, daemon.clone(), shutdown.clone())
+            .await
+            .with_context(|| format!("metrics endpoint {addr}"))?;
+    }
     for t in registry.targets() {
         for p in &config.portals {
             info!(

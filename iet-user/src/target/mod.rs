@@ -3,6 +3,7 @@
 
 pub mod acl;
 pub mod session;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -57,6 +58,8 @@ pub struct Target {
     pub settings: RwLock<TargetSettings>,
     /// How each LUN was configured, for `ietadm save` and views.
     pub lun_specs: Mutex<BTreeMap<u64, crate::config::LunSpec>>,
+    /// Commands of every session this target has had.
+    pub stats: stats::CommandStats,
 }
 
 impl Target {
@@ -68,6 +71,7 @@ impl Target {
             luns: Arc::new(LogicalUnits::new()),
             settings: RwLock::new(settings),
             lun_specs: Mutex::new(BTreeMap::new()),
+            stats: stats::CommandStats::default(),
         }
     }
 

@@ -314,6 +314,7 @@ pub struct Session {
     pub max_connections: u16,
     pub window: Arc<CmdWindow>,
     pub tasks: TaskTable,
+    pub stats: super::stats::CommandStats,
     pub connections: Mutex<HashMap<u16, ConnHandle>>,
     /// Cancelled when the whole session ends.
     pub closed: tokio_util::sync::CancellationToken,

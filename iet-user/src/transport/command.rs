@@ -15,6 +15,7 @@ use crate::proto::pdu::{
 use crate::proto::task::{R2tRequest, WriteTask};
 use crate::scsi::{CommandOutcome, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus, TaskAttr};
 use crate::target::session::Session;
+use crate::target::stats::CommandKind;
 
 /// Largest write we buffer for one command. Block limits VPD advertises less.
 pub const MAX_WRITE_BUFFER: u32 = 32 << 20;
@@ -120,6 +121,8 @@ impl ExecContext {
         let luns = self.luns.clone();
         let nexus = self.nexus.clone();
         let job = info.clone();
+        let started = std::time::Instant::now();
+        let out_len = data_out.len() as u64;
         let result = tokio::task::spawn_blocking(move || {
             let mut data_in = Vec::new();
             let req = ScsiRequest {
@@ -144,6 +147,22 @@ impl ExecContext {
                 Vec::new(),
             )
         });
+        let kind = match (info.read, info.write) {
+            (true, _) => CommandKind::Read,
+            (false, true) => CommandKind::Write,
+            _ => CommandKind::Other,
+        };
+        let bytes = if info.write {
+            out_len
+        } else {
+            data_in.len() as u64
+        };
+        let ok = outcome.status == ScsiStatus::Good;
+        let took = started.elapsed();
+        self.session.stats.record(kind, bytes, ok, took);
+        if let Some(t) = self.session.target() {
+            t.stats.record(kind, bytes, ok, took);
+        }
         self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
             .await;
     }

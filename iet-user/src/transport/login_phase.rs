@@ -346,6 +346,7 @@ impl LoginEnv for Env {
                 max_connections: p.max_connections,
                 window: window.clone(),
                 tasks: TaskTable::default(),
+                stats: crate::target::stats::CommandStats::default(),
                 connections: Mutex::new(std::collections::HashMap::new()),
                 closed: tokio_util::sync::CancellationToken::new(),
             })
