@@ -461,3 +461,31 @@ fn logout_closes_the_session() {
         other => panic!("expected session does not exist, got {other:?}"),
     }
 }
+
+#[test]
+fn discovery_chap_and_acl_filtering() {
+    let mut cfg = mem_config(&["mem:1M"]);
+    cfg.discovery.incoming = vec![ChapAccount {
+        user: "disco".into(),
+        secret: "disco-secret-1".into(),
+    }];
+    let mut hidden = iet::config::TargetConfig::new("iqn.2026-11.io.iet:hidden");
+    hidden.allow = vec!["iqn.2026-11.io.iet:someone-else".into()];
+    hidden.deny = vec!["ALL".into()];
+    cfg.targets.push(hidden);
+    let t = InProcessTarget::start(cfg);
+    let mut no_chap = Conn::connect(t.addr).unwrap();
+    match no_chap.login(&LoginOptions::discovery()) {
+        Err(LoginError::Status(s)) => assert_eq!(s.code(), 0x0201, "discovery needs CHAP"),
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
+    let mut opts = LoginOptions::discovery();
+    opts.chap = Some(("disco".into(), "disco-secret-1".into()));
+    let mut c = login(&t, &opts);
+    let answer = c.text(&[("SendTargets", "All")]).unwrap();
+    assert_eq!(
+        answer.get("TargetName").cloned().unwrap_or_default(),
+        vec![TARGET.to_owned()],
+        "targets the initiator may not use are not listed"
+    );
+}
