@@ -489,3 +489,60 @@ fn discovery_chap_and_acl_filtering() {
         "targets the initiator may not use are not listed"
     );
 }
+
+/// Deterministic xorshift, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[test]
+fn random_pdus_never_take_the_target_down() {
+    let t = InProcessTarget::start(mem_config(&["mem:8M"]));
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut witness = login(
+        &t,
+        &LoginOptions {
+            isid: [3, 3, 3, 3, 3, 3],
+            ..LoginOptions::normal(TARGET)
+        },
+    );
+    for round in 0..60u8 {
+        let mut c = login(
+            &t,
+            &LoginOptions {
+                isid: [4, 4, 4, 4, 0, round],
+                ..LoginOptions::normal(TARGET)
+            },
+        );
+        for _ in 0..20 {
+            let mut bhs = Bhs::default();
+            for b in &mut bhs.0 {
+                *b = rng.next() as u8;
+            }
+            // Mostly valid initiator opcodes, small segments, no AHS.
+            let ops = [0x00u8, 0x01, 0x02, 0x04, 0x05, 0x06, 0x10, 0x1c];
+            bhs.0[0] = (bhs.0[0] & 0x40) | ops[(rng.next() % ops.len() as u64) as usize];
+            bhs.0[4] = 0;
+            let len = (rng.next() % 1024) as usize;
+            bhs.set_data_segment_len(len);
+            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut wire = bytes::BytesMut::new();
+            iet::proto::pdu::encode_pdu(&bhs, &[], &data, c.digests, &mut wire);
+            if c.send_raw(&wire).is_err() {
+                break;
+            }
+        }
+        drop(c);
+        assert_eq!(
+            witness.nop(&[round]).expect("the target still answers"),
+            vec![round]
+        );
+    }
+}
