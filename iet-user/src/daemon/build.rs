@@ -13,16 +13,6 @@ use crate::target::{Acl, Registry, Target, TargetSettings};
 pub fn build_registry(config: &Config) -> anyhow::Result<Registry> {
     config.validate()?;
     let registry = Registry::new();
-    registry.set_portals(
-        config
-            .portals
-            .iter()
-            .map(|p| crate::target::Portal {
-                listen: p.listen,
-                advertise: p.advertise,
-            })
-            .collect(),
-    );
     registry
         .discovery_incoming
         .write()

@@ -28,17 +28,23 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = Arc::new(build_registry(&config)?);
     let server = Server::new(registry.clone(), shutdown.clone());
+    let mut portals = Vec::new();
     for portal in &config.portals {
         let bound = server
             .add_portal(portal.listen)
             .with_context(|| format!("cannot listen on {}", portal.listen))?;
         info!(portal = %bound, "listening");
+        portals.push(crate::target::Portal {
+            listen: bound,
+            advertise: portal.advertise,
+        });
     }
+    registry.set_portals(portals.clone());
     let dataplane = Dataplane::start(DataplaneConfig {
         mode: config.ebpf.mode,
         pin_dir: config.ebpf.pin_dir.clone(),
         cgroup: config.ebpf.cgroup.clone(),
-        portals: config.portals.iter().map(|p| p.listen).collect(),
+        portals: portals.iter().map(|p| p.listen).collect(),
     })
     .context("eBPF data plane")?;
     if dataplane.is_active() {
@@ -60,7 +66,7 @@ pub async fn run(
             .with_context(|| format!("metrics endpoint {addr}"))?;
     }
     for t in registry.targets() {
-        for p in &config.portals {
+        for p in &portals {
             info!(
                 "serving iscsi://{}/{}/",
                 p.advertise.unwrap_or(p.listen),
