@@ -3,3 +3,4 @@
 pub mod initiator;
 pub mod inprocess;
 pub mod libiscsi;
+pub mod process;

@@ -29,8 +29,10 @@ impl Dataplane {
     )]
     pub fn start(cfg: DataplaneConfig) -> anyhow::Result<Dataplane> {
         let DataplaneConfig { mode, .. } = cfg;
-        if mode == EbpfMode::On {
-            anyhow::bail!("eBPF is not available in this build");
+        match mode {
+            EbpfMode::On => anyhow::bail!("eBPF is not available in this build"),
+            EbpfMode::Auto => tracing::warn!("eBPF data plane unavailable (not in this build): serving on plain sockets"),
+            EbpfMode::Off => {}
         }
         Ok(Dataplane)
     }
