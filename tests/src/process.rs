@@ -130,7 +130,7 @@ impl Ietd {
     pub fn stop(&mut self) -> bool {
         // SAFETY: kill with a child's pid and a valid signal number.
         unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
+            libc::kill(self.child.id().cast_signed(), libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
