@@ -139,18 +139,14 @@ pub fn render(d: &Daemon) -> String {
         );
         series(&mut out, "iet_session", &labels, &s.stats.snapshot());
     }
-    let dp = d.dataplane.lock().expect("dataplane lock");
-    let active = dp
-        .as_ref()
-        .is_some_and(crate::dataplane::Dataplane::is_active);
+    let dp = &d.dataplane;
+    let active = dp.is_active();
     let _ = writeln!(
         out,
         "# TYPE iet_ebpf_active gauge\niet_ebpf_active {}",
         u8::from(active)
     );
-    if let Some(serde_json::Value::Object(kernel)) =
-        dp.as_ref().and_then(crate::dataplane::global_view)
-    {
+    if let Some(serde_json::Value::Object(kernel)) = crate::dataplane::global_view(dp) {
         for (k, v) in kernel {
             if let Some(n) = v.as_u64() {
                 let _ = writeln!(out, "iet_ebpf_{k} {n}");

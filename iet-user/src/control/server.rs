@@ -297,7 +297,7 @@ fn opcode_counts(get: impl Fn(u8) -> u64) -> Vec<(String, u64)> {
 }
 
 pub fn sessions(d: &Daemon) -> Vec<SessionView> {
-    let dp = d.dataplane.lock().expect("dataplane lock");
+    let dp = &d.dataplane;
     d.registry
         .sessions()
         .iter()
@@ -329,9 +329,7 @@ pub fn sessions(d: &Daemon) -> Vec<SessionView> {
                         .bytes
                         .load(std::sync::atomic::Ordering::Relaxed),
                     tx_pdus_by_opcode: opcode_counts(|op| c.tx_counters.pdus_of(op)),
-                    kernel: dp
-                        .as_ref()
-                        .and_then(|dp| crate::dataplane::kernel_view(dp, c.local, c.peer)),
+                    kernel: crate::dataplane::kernel_view(dp, c.local, c.peer),
                 })
                 .collect();
             conns.sort_by_key(|c| c.cid);
@@ -393,12 +391,12 @@ fn stats(d: &Daemon) -> serde_json::Value {
         .iter()
         .map(|s| s.connections.lock().expect("conn lock").len())
         .sum();
-    let dp = d.dataplane.lock().expect("dataplane lock");
+    let dp = &d.dataplane;
     json!({
         "targets": d.registry.targets().len(),
         "sessions": sessions.len(),
         "connections": connections,
-        "ebpf": dp.as_ref().is_some_and(crate::dataplane::Dataplane::is_active),
-        "kernel": dp.as_ref().and_then(crate::dataplane::global_view),
+        "ebpf": dp.is_active(),
+        "kernel": crate::dataplane::global_view(dp),
     })
 }

@@ -5,7 +5,7 @@ mod build;
 pub mod state;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::dataplane::{Dataplane, DataplaneConfig};
+use crate::dataplane::{Dataplane, DataplaneConfig, EventKind};
+use crate::target::Registry;
 use crate::transport::Server;
 
 pub use build::{add_lun, build_registry, lun_config, target_settings};
@@ -40,20 +41,24 @@ pub async fn run(
         });
     }
     registry.set_portals(portals.clone());
-    let dataplane = Dataplane::start(DataplaneConfig {
-        mode: config.ebpf.mode,
-        pin_dir: config.ebpf.pin_dir.clone(),
-        cgroup: config.ebpf.cgroup.clone(),
-        portals: portals.iter().map(|p| p.listen).collect(),
-    })
-    .context("eBPF data plane")?;
+    let dataplane = Arc::new(
+        Dataplane::start(&DataplaneConfig {
+            mode: config.ebpf.mode,
+            pin_dir: config.ebpf.pin_dir.clone(),
+            cgroup: config.ebpf.cgroup.clone(),
+            portals: portals.iter().map(|p| p.listen).collect(),
+        })
+        .context("eBPF data plane")?,
+    );
+    let _ = registry.dataplane.set(dataplane.clone());
+    close_on_kernel_events(&dataplane, &registry);
     if dataplane.is_active() {
         info!(pin_dir = %config.ebpf.pin_dir.display(), "eBPF data plane attached");
     }
     let daemon = Arc::new(Daemon {
         registry: registry.clone(),
         server: server.clone(),
-        dataplane: Mutex::new(Some(dataplane)),
+        dataplane: dataplane.clone(),
         config_path,
         base: config.clone(),
     });
@@ -82,11 +87,34 @@ pub async fn run(
     {
         warn!("connections did not close within 10 s");
     }
-    if let Some(dp) = daemon.dataplane.lock().expect("dataplane lock").take() {
-        dp.shutdown();
-    }
+    daemon.dataplane.shutdown();
     info!("stopped");
     Ok(())
+}
+
+/// Ends a connection as soon as the kernel reports it closing (the eBPF
+/// counterpart of IET's sk_state_change callback).
+fn close_on_kernel_events(dataplane: &Dataplane, registry: &Arc<Registry>) {
+    let Some(mut events) = dataplane.take_events() else {
+        return;
+    };
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev.kind {
+                EventKind::Closed if ev.role == iet_common::ROLE_TARGET => {
+                    if let Some(conn) = registry.connection(ev.local, ev.peer) {
+                        info!(peer = %ev.peer, tcp_state = ev.tcp_state, "kernel event: connection closing; ending it");
+                        conn.cancel.cancel();
+                    }
+                }
+                EventKind::Retransmit | EventKind::Rto => {
+                    tracing::debug!(peer = %ev.peer, retransmits = ev.retransmits, kind = ?ev.kind, "kernel event");
+                }
+                EventKind::Closed => {}
+            }
+        }
+    });
 }
 
 fn reload_on_sighup(daemon: Arc<Daemon>, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use tracing::info;
@@ -20,7 +20,7 @@ use crate::transport::connection::end_session;
 pub struct Daemon {
     pub registry: Arc<Registry>,
     pub server: Arc<Server>,
-    pub dataplane: Mutex<Option<Dataplane>>,
+    pub dataplane: Arc<Dataplane>,
     /// The file given with --config, for `reload`.
     pub config_path: Option<PathBuf>,
     /// Settings that are not live state (eBPF, control socket).
@@ -170,10 +170,7 @@ impl Daemon {
 
     fn sync_dataplane_portals(&self) -> anyhow::Result<()> {
         let addrs: Vec<_> = self.registry.portals().iter().map(|p| p.listen).collect();
-        if let Some(dp) = self.dataplane.lock().expect("dataplane lock").as_ref() {
-            dp.set_portals(&addrs)?;
-        }
-        Ok(())
+        self.dataplane.set_portals(&addrs)
     }
 
     pub fn session_delete(&self, tsih: u16) -> anyhow::Result<()> {

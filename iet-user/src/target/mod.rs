@@ -111,6 +111,8 @@ pub struct Registry {
     /// CHAP for discovery sessions; empty: none required.
     pub discovery_incoming: RwLock<Vec<ChapAccount>>,
     pub discovery_outgoing: RwLock<Option<ChapAccount>>,
+    /// The eBPF data plane, once the daemon has started it.
+    pub dataplane: std::sync::OnceLock<Arc<crate::dataplane::Dataplane>>,
 }
 
 impl Registry {
@@ -208,6 +210,26 @@ impl Registry {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The live connection with these addresses, if any.
+    pub fn connection(&self, local: SocketAddr, peer: SocketAddr) -> Option<session::ConnHandle> {
+        let norm = |a: SocketAddr| match a {
+            SocketAddr::V6(v6) => v6
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(a, |v4| SocketAddr::new(v4.into(), v6.port())),
+            v4 @ SocketAddr::V4(_) => v4,
+        };
+        let (local, peer) = (norm(local), norm(peer));
+        self.sessions().iter().find_map(|s| {
+            s.connections
+                .lock()
+                .expect("conn lock")
+                .values()
+                .find(|c| norm(c.local) == local && norm(c.peer) == peer)
+                .cloned()
+        })
     }
 
     /// Forgets a session (its last connection ended).

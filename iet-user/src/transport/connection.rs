@@ -41,9 +41,10 @@ pub async fn run(
     let span = info_span!("conn", %peer);
     async move {
         let mut rbuf = BytesMut::with_capacity(64 * 1024);
+        let counters = Arc::new(TxCounters::default());
         let logged_in = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = login_phase::run(&mut stream, &mut rbuf, peer, local, &registry) => r,
+            r = login_phase::run(&mut stream, &mut rbuf, peer, local, &registry, &counters) => r,
         };
         let Some(logged_in) = logged_in else {
             return;
@@ -71,6 +72,7 @@ async fn full_feature(
         max_send_segment,
         text,
         settings,
+        counters,
     } = li;
     let span = info_span!(
         "session",
@@ -80,7 +82,12 @@ async fn full_feature(
         cid,
     );
     async move {
-        let counters = Arc::new(TxCounters::default());
+        if let Some(dp) = registry.dataplane.get()
+            && let Err(e) =
+                dp.set_connection_digests(local, peer, decoder.digests.header, decoder.digests.data)
+        {
+            debug!("eBPF digest settings: {e:#}");
+        }
         let conn = ConnHandle {
             cid,
             local,

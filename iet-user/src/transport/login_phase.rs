@@ -43,6 +43,8 @@ pub struct LoggedIn {
     pub max_send_segment: u32,
     pub text: Box<dyn TextHandler>,
     pub settings: TargetSettings,
+    /// PDUs sent so far (login responses included).
+    pub counters: Arc<super::writer::TxCounters>,
 }
 
 pub async fn run(
@@ -51,6 +53,7 @@ pub async fn run(
     peer: SocketAddr,
     local: SocketAddr,
     registry: &Arc<Registry>,
+    counters: &Arc<super::writer::TxCounters>,
 ) -> Option<LoggedIn> {
     let mut login = Login::new(LoginContext { peer: peer.ip() });
     let mut decoder = PduDecoder::default();
@@ -98,6 +101,7 @@ pub async fn run(
             DigestSettings::default(),
             &mut out,
         );
+        counters.count(step.response.opcode_raw(), out.len());
         if let Err(e) = stream.write_all(&out).await {
             debug!("login write: {e}");
             env.unbind();
@@ -115,7 +119,9 @@ pub async fn run(
                     warn!("login finished without a session");
                     return None;
                 };
-                return Some(logged_in(&result, session, registry, peer, local));
+                let mut li = logged_in(&result, session, registry, peer, local);
+                li.counters = counters.clone();
+                return Some(li);
             }
         }
     }
@@ -161,6 +167,7 @@ fn logged_in(
         }),
         settings,
         session,
+        counters: Arc::default(),
     }
 }
 

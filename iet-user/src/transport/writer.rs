@@ -56,6 +56,11 @@ impl Default for TxCounters {
 }
 
 impl TxCounters {
+    pub fn count(&self, opcode: u8, bytes: usize) {
+        self.pdus[usize::from(opcode & 0x3f)].fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
     pub fn pdus_of(&self, opcode: u8) -> u64 {
         self.pdus[usize::from(opcode & 0x3f)].load(Ordering::Relaxed)
     }
@@ -132,11 +137,7 @@ impl Writer {
                     Outbound::Pdu(mut pdu) => {
                         self.stamp(&mut pdu);
                         let bytes = batch.push(&pdu.bhs, pdu.data, self.digests);
-                        self.counters.pdus[usize::from(pdu.bhs.opcode_raw())]
-                            .fetch_add(1, Ordering::Relaxed);
-                        self.counters
-                            .bytes
-                            .fetch_add(bytes as u64, Ordering::Relaxed);
+                        self.counters.count(pdu.bhs.opcode_raw(), bytes);
                     }
                     Outbound::Flush(done) => flushes.push(done),
                 }
