@@ -40,11 +40,11 @@ impl FileBackend {
         let size = if is_block_device {
             block_device_size(&file)?
         } else {
-            if meta.len() == 0 {
-                if let Some(size) = create_size {
-                    file.set_len(size)
-                        .map_err(|e| BackendError::io("size new backing file", e))?;
-                }
+            if meta.len() == 0
+                && let Some(size) = create_size
+            {
+                file.set_len(size)
+                    .map_err(|e| BackendError::io("size new backing file", e))?;
             }
             file.metadata()
                 .map_err(|e| BackendError::io("stat backing store", e))?

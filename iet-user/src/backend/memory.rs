@@ -133,10 +133,10 @@ impl BlockBackend for MemoryBackend {
         if new_size < old {
             // Zero the tail of the last kept chunk so a later grow reads zeros.
             let tail = new_size % CHUNK;
-            if tail != 0 {
-                if let Some(Some(chunk)) = inner.chunks.get_mut((new_size / CHUNK) as usize) {
-                    chunk[tail as usize..].fill(0);
-                }
+            if tail != 0
+                && let Some(Some(chunk)) = inner.chunks.get_mut((new_size / CHUNK) as usize)
+            {
+                chunk[tail as usize..].fill(0);
             }
         }
         inner.chunks.resize_with(chunk_count(new_size), || None);

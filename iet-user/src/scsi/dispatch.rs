@@ -30,7 +30,7 @@ impl From<Sense> for Fail {
 pub(crate) type Exec = Result<(), Fail>;
 
 /// One supported command. The table drives execution checks and REPORT SUPPORTED OPERATION CODES.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct OpInfo {
     pub(crate) opcode: u8,
     pub(crate) service_action: Option<u8>,
@@ -225,10 +225,8 @@ pub(crate) fn execute(
         let mut st = lu.lock();
         st.ua.touch(req.nexus);
         let exempt = info.is_some_and(|i| i.ua_exempt);
-        if !exempt {
-            if let Some(ua) = st.ua.take(req.nexus.id) {
-                return check(ua.into(), st.mode.d_sense);
-            }
+        if !exempt && let Some(ua) = st.ua.take(req.nexus.id) {
+            return check(ua.into(), st.mode.d_sense);
         }
         (
             st.capacity_blocks,
@@ -291,20 +289,19 @@ fn outcome(f: Fail, descriptor: bool) -> CommandOutcome {
 
 fn reservation_check(lu: &Lu, nexus: &ItNexus, info: &OpInfo, cdb: &Cdb) -> Exec {
     let st = lu.lock();
-    if let Some(holder) = st.reservation {
-        if holder != nexus.id && !info.reserve_ok {
-            // PR IN REPORT CAPABILITIES is the one PR command allowed (SPC-5 §5.13.3).
-            let report_caps = matches!(
-                cdb,
-                Cdb::PrIn {
-                    service_action: 2,
-                    ..
-                }
-            );
-            if !report_caps {
-                return Err(Fail::ReservationConflict);
-            }
+    // PR IN REPORT CAPABILITIES is the one PR command allowed (SPC-5 §5.13.3).
+    let report_caps = matches!(
+        cdb,
+        Cdb::PrIn {
+            service_action: 2,
+            ..
         }
+    );
+    if st
+        .reservation
+        .is_some_and(|holder| holder != nexus.id && !info.reserve_ok && !report_caps)
+    {
+        return Err(Fail::ReservationConflict);
     }
     if st.pr.conflicts(nexus, info.access) {
         return Err(Fail::ReservationConflict);
@@ -315,7 +312,10 @@ fn reservation_check(lu: &Lu, nexus: &ItNexus, info: &OpInfo, cdb: &Cdb) -> Exec
 fn run(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
     match cdb {
         Cdb::TestUnitReady => Ok(()),
-        Cdb::RequestSense { desc, alloc_len } => spc::request_sense(ctx, desc, alloc_len),
+        Cdb::RequestSense { desc, alloc_len } => {
+            spc::request_sense(ctx, desc, alloc_len);
+            Ok(())
+        }
         Cdb::Inquiry {
             evpd,
             page,
@@ -333,7 +333,8 @@ fn run(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
         Cdb::StartStopUnit { .. } => spc::start_stop_unit(ctx, cdb),
         Cdb::ReportSupportedOpcodes { .. } => spc::report_supported_opcodes(ctx, cdb),
         Cdb::ReportSupportedTmf { repd, alloc_len } => {
-            spc::report_supported_tmf(ctx, repd, alloc_len)
+            spc::report_supported_tmf(ctx, repd, alloc_len);
+            Ok(())
         }
         _ => sbc::execute(ctx, cdb),
     }

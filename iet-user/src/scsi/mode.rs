@@ -37,10 +37,10 @@ enum Pc {
 struct PageDef {
     code: u8,
     /// Page bytes (including the 2-byte header) for one page-control value.
-    build: fn(&ModeState, Pc, bool) -> Vec<u8>,
+    build: fn(ModeState, Pc, bool) -> Vec<u8>,
 }
 
-fn rw_error_recovery(_: &ModeState, pc: Pc, _: bool) -> Vec<u8> {
+fn rw_error_recovery(_: ModeState, pc: Pc, _: bool) -> Vec<u8> {
     let mut p = vec![0x01, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     if pc != Pc::Changeable {
         p[2] = 0xc0; // AWRE, ARRE
@@ -48,7 +48,7 @@ fn rw_error_recovery(_: &ModeState, pc: Pc, _: bool) -> Vec<u8> {
     p
 }
 
-fn caching(st: &ModeState, pc: Pc, default_wce: bool) -> Vec<u8> {
+fn caching(st: ModeState, pc: Pc, default_wce: bool) -> Vec<u8> {
     let mut p = vec![0u8; 20];
     p[0] = 0x08;
     p[1] = 0x12;
@@ -60,7 +60,7 @@ fn caching(st: &ModeState, pc: Pc, default_wce: bool) -> Vec<u8> {
     p
 }
 
-fn control(st: &ModeState, pc: Pc, _: bool) -> Vec<u8> {
+fn control(st: ModeState, pc: Pc, _: bool) -> Vec<u8> {
     let mut p = vec![0u8; 12];
     p[0] = 0x0a;
     p[1] = 0x0a;
@@ -83,7 +83,7 @@ fn control(st: &ModeState, pc: Pc, _: bool) -> Vec<u8> {
     p
 }
 
-fn informational_exceptions(_: &ModeState, pc: Pc, _: bool) -> Vec<u8> {
+fn informational_exceptions(_: ModeState, pc: Pc, _: bool) -> Vec<u8> {
     let mut p = vec![0u8; 12];
     p[0] = 0x1c;
     p[1] = 0x0a;
@@ -142,7 +142,7 @@ pub(crate) fn mode_sense(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
     let default_wce = true;
     let mut pages = Vec::new();
     for def in PAGES.iter().filter(|d| page == ALL_PAGES || d.code == page) {
-        pages.extend_from_slice(&(def.build)(&st, pc, default_wce));
+        pages.extend_from_slice(&(def.build)(st, pc, default_wce));
     }
     if pages.is_empty() {
         return Err(SenseReason::InvalidFieldInCdb.into());
@@ -221,9 +221,8 @@ pub(crate) fn mode_select(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
     let mut new = ctx.lock().mode;
     let old = new;
     while !rest.is_empty() {
-        let (&b0, &len) = match rest {
-            [a, b, ..] => (a, b),
-            _ => return Err(SenseReason::ParameterListLengthError.into()),
+        let [b0, len, ..] = *rest else {
+            return Err(SenseReason::ParameterListLengthError.into());
         };
         // SPF (subpage format) pages are not supported.
         if b0 & 0x40 != 0 {
@@ -237,8 +236,8 @@ pub(crate) fn mode_select(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             .iter()
             .find(|d| d.code == b0 & 0x3f)
             .ok_or(SenseReason::InvalidFieldInParameterList)?;
-        let current = (def.build)(&new, Pc::Current, true);
-        let changeable = (def.build)(&new, Pc::Changeable, true);
+        let current = (def.build)(new, Pc::Current, true);
+        let changeable = (def.build)(new, Pc::Changeable, true);
         if page.len() != current.len() {
             return Err(SenseReason::InvalidFieldInParameterList.into());
         }

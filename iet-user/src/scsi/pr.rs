@@ -127,8 +127,8 @@ impl PrState {
         }
         let registered = self.registration(n).is_some();
         match (access, res.pr_type) {
-            (Access::Always | Access::PrIn | Access::PrOut, _) => false,
-            (
+            (Access::Always | Access::PrIn | Access::PrOut, _)
+            | (
                 Access::Read,
                 pr_type::WRITE_EXCLUSIVE
                 | pr_type::WRITE_EXCLUSIVE_RO
@@ -144,18 +144,18 @@ impl PrState {
 
     /// Release the reservation; types other than WE/EA tell the other registrants (SPC-5 §5.13.11.2.2).
     fn release(&mut self, by: &ItNexus, ua: &mut super::ua::UnitAttentions) {
-        if let Some(res) = self.reservation.take() {
-            if !matches!(
+        if let Some(res) = self.reservation.take()
+            && !matches!(
                 res.pr_type,
                 pr_type::WRITE_EXCLUSIVE | pr_type::EXCLUSIVE_ACCESS
-            ) {
-                for r in self.registrations.iter().filter(|r| !r.is(by)) {
-                    ua.establish_port(
-                        &r.initiator_port,
-                        &r.target_port,
-                        SenseReason::ReservationsReleased,
-                    );
-                }
+            )
+        {
+            for r in self.registrations.iter().filter(|r| !r.is(by)) {
+                ua.establish_port(
+                    &r.initiator_port,
+                    &r.target_port,
+                    SenseReason::ReservationsReleased,
+                );
             }
         }
     }
@@ -410,15 +410,14 @@ fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32) -> Exec {
                     }
                 },
                 RELEASE => {
-                    if let Some(res) = &pr.reservation {
-                        if pr.is_holder(&nexus) {
-                            if res.pr_type != t {
-                                return Err(
-                                    SenseReason::InvalidReleaseOfPersistentReservation.into()
-                                );
-                            }
-                            pr.release(&nexus, ua);
+                    let held_type = pr.reservation.as_ref().map(|r| r.pr_type);
+                    if let Some(held_type) = held_type
+                        && pr.is_holder(&nexus)
+                    {
+                        if held_type != t {
+                            return Err(SenseReason::InvalidReleaseOfPersistentReservation.into());
                         }
+                        pr.release(&nexus, ua);
                     }
                 }
                 CLEAR => {
@@ -439,14 +438,15 @@ fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32) -> Exec {
         }
         _ => return Err(SenseReason::InvalidFieldInCdb.into()),
     }
-    if *pr != before && (pr.aptpl || before.aptpl) {
-        if let Some(store) = &ctx.lu.pr_store {
-            let data = pr.aptpl.then(|| pr.encode());
-            if let Err(e) = store.save(data.as_deref()) {
-                tracing::warn!(error = %e, "saving persistent reservations failed");
-                *pr = before;
-                return Err(SenseReason::InsufficientRegistrationResources.into());
-            }
+    if *pr != before
+        && (pr.aptpl || before.aptpl)
+        && let Some(store) = &ctx.lu.pr_store
+    {
+        let data = pr.aptpl.then(|| pr.encode());
+        if let Err(e) = store.save(data.as_deref()) {
+            tracing::warn!(error = %e, "saving persistent reservations failed");
+            *pr = before;
+            return Err(SenseReason::InsufficientRegistrationResources.into());
         }
     }
     Ok(())
@@ -585,9 +585,10 @@ fn register_and_move(
     if dest.initiator_port == nexus.initiator_port && dest.target_port == nexus.target_port {
         return Err(SenseReason::InvalidFieldInParameterList.into());
     }
-    match pr.registrations.iter_mut().find(|r| r.is(&dest)) {
-        Some(r) => r.key = sa_key,
-        None => {
+    if let Some(r) = pr.registrations.iter_mut().find(|r| r.is(&dest)) {
+        r.key = sa_key;
+    } else {
+        {
             if pr.registrations.len() >= MAX_REGISTRATIONS {
                 return Err(SenseReason::InsufficientRegistrationResources.into());
             }

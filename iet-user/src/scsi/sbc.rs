@@ -222,6 +222,9 @@ fn verify(ctx: &mut Ctx<'_>, rw: &Rw, bytchk: u8) -> Exec {
     }
 }
 
+/// Blocks per buffer when WRITE SAME replicates its pattern.
+const WRITE_SAME_CHUNK_BLOCKS: usize = 256;
+
 /// WRITE SAME(10/16) (SBC-4 §5.49, §5.50).
 fn write_same(ctx: &mut Ctx<'_>, rw: &Rw, unmap: bool, anchor: bool, ndob: bool) -> Exec {
     if rw.protect != 0 {
@@ -269,8 +272,8 @@ fn write_same(ctx: &mut Ctx<'_>, rw: &Rw, unmap: bool, anchor: bool, ndob: bool)
             .map_err(|e| io_fail(Dir::Write, &e))?;
         return if ctx.wce { Ok(()) } else { flush(ctx) };
     }
-    const CHUNK_BLOCKS: usize = 256;
-    let per_chunk = CHUNK_BLOCKS.min(usize::try_from(blocks).unwrap_or(CHUNK_BLOCKS));
+    let per_chunk =
+        WRITE_SAME_CHUNK_BLOCKS.min(usize::try_from(blocks).unwrap_or(WRITE_SAME_CHUNK_BLOCKS));
     let buf = pattern.repeat(per_chunk);
     let mut done = 0u64;
     while done < blocks {

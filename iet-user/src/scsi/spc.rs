@@ -151,11 +151,10 @@ pub(crate) fn report_luns(
 }
 
 /// REQUEST SENSE (SPC-5 §6.39): reports and clears a pending unit attention.
-pub(crate) fn request_sense(ctx: &mut Ctx<'_>, desc: bool, alloc_len: u32) -> Exec {
+pub(crate) fn request_sense(ctx: &mut Ctx<'_>, desc: bool, alloc_len: u32) {
     let pending = ctx.lock().ua.take(ctx.nexus.id);
     let sense = Sense::from(pending.unwrap_or(SenseReason::NoSense));
     put(ctx.data_in, &sense.encode(desc), alloc_len);
-    Ok(())
 }
 
 /// RESERVE(6/10) (SPC-2 §7.21): exclusive access for this nexus.
@@ -300,12 +299,11 @@ pub(crate) fn report_supported_opcodes(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
 
 /// REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS (SPC-5 §6.36): ABORT TASK, ABORT TASK SET,
 /// CLEAR TASK SET, LOGICAL UNIT RESET, TARGET RESET (RFC 7143 §11.5.1).
-pub(crate) fn report_supported_tmf(ctx: &mut Ctx<'_>, repd: bool, alloc_len: u32) -> Exec {
+pub(crate) fn report_supported_tmf(ctx: &mut Ctx<'_>, repd: bool, alloc_len: u32) {
     let mut d = vec![0x80 | 0x40 | 0x10 | 0x08 | 0x02, 0, 0, 0];
     if repd {
         d[3] = 0x0c;
         d.resize(16, 0);
     }
     put(ctx.data_in, &d, alloc_len);
-    Ok(())
 }
