@@ -298,3 +298,6 @@ impl LogicalUnits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
