@@ -12,6 +12,30 @@ use super::vpd::{
 };
 use crate::backend::{BackendError, BackendErrorKind};
 
+/// Opcodes whose byte 1 carries RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT.
+pub(crate) fn has_protect_field(opcode: u8) -> bool {
+    use super::cdb::op;
+    matches!(
+        opcode,
+        op::READ_10
+            | op::READ_12
+            | op::READ_16
+            | op::WRITE_10
+            | op::WRITE_12
+            | op::WRITE_16
+            | op::VERIFY_10
+            | op::VERIFY_12
+            | op::VERIFY_16
+            | op::WRITE_AND_VERIFY_10
+            | op::WRITE_AND_VERIFY_12
+            | op::WRITE_AND_VERIFY_16
+            | op::WRITE_SAME_10
+            | op::WRITE_SAME_16
+            | op::COMPARE_AND_WRITE
+            | op::ORWRITE_16
+    )
+}
+
 /// Which way the failed I/O went, to pick the medium-error sense.
 #[derive(Clone, Copy)]
 enum Dir {
@@ -240,7 +264,12 @@ fn write_same(ctx: &mut Ctx<'_>, rw: &Rw, unmap: bool, anchor: bool, ndob: bool)
         if rw.lba > ctx.capacity_blocks {
             return Err(SenseReason::LbaOutOfRange.into());
         }
-        ctx.capacity_blocks - rw.lba
+        let blocks = ctx.capacity_blocks - rw.lba;
+        // The implied length is still bounded by MAXIMUM WRITE SAME LENGTH (SBC-4 §6.6.4).
+        if blocks > MAX_WRITE_SAME_BLOCKS {
+            return Err(SenseReason::InvalidFieldInCdb.into());
+        }
+        blocks
     } else {
         ctx.check_range(rw.lba, u64::from(rw.blocks))?;
         if u64::from(rw.blocks) > MAX_WRITE_SAME_BLOCKS {
@@ -265,8 +294,9 @@ fn write_same(ctx: &mut Ctx<'_>, rw: &Rw, unmap: bool, anchor: bool, ndob: bool)
     let offset = rw.lba * bs as u64;
     let len = blocks * bs as u64;
     let _io = ctx.shared_io();
-    if unmap && ctx.lu.thin && pattern.iter().all(|&b| b == 0) {
-        // LBPRZ: deallocated blocks read as zeros, so unmapping is the same write.
+    if unmap && ctx.lu.thin {
+        // With UNMAP set we deallocate whatever the pattern (as LIO and tgt do); LBPRZ=1
+        // tells the initiator the blocks now read as zeros.
         ctx.backend()
             .discard(offset, len)
             .map_err(|e| io_fail(Dir::Write, &e))?;

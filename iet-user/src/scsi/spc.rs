@@ -226,6 +226,9 @@ fn usage_data(opcode: u8, sa: Option<u8>) -> Vec<u8> {
     u[0] = opcode;
     if let Some(sa) = sa {
         u[1] = sa;
+    } else if len > 6 && super::sbc::has_protect_field(opcode) {
+        // No protection information: the *PROTECT bits are not usable; DPO and FUA are.
+        u[1] &= 0x1f;
     }
     // CONTROL byte: only LINK/NACA-style bits we do not support.
     if let Some(last) = u.last_mut() {
