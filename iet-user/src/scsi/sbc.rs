@@ -259,6 +259,10 @@ fn write_same(ctx: &mut Ctx<'_>, rw: &Rw, unmap: bool, anchor: bool, ndob: bool)
         return Err(SenseReason::InvalidFieldInCdb.into());
     }
     ctx.check_writable()?;
+    // LBPWS/LBPWS10 are zero without thin provisioning (SBC-4 §5.49).
+    if unmap && !ctx.lu.thin {
+        return Err(SenseReason::InvalidFieldInCdb.into());
+    }
     // WSNZ is zero: NUMBER OF LOGICAL BLOCKS zero means "through the last LBA".
     let blocks = if rw.blocks == 0 {
         if rw.lba > ctx.capacity_blocks {
@@ -322,13 +326,14 @@ fn flush(ctx: &Ctx<'_>) -> Exec {
 
 /// UNMAP (SBC-4 §5.31): validate every descriptor before deallocating any.
 fn unmap(ctx: &mut Ctx<'_>, anchor: bool, param_len: u32) -> Exec {
+    ctx.check_writable()?;
+    // LBPU is zero without thin provisioning: the command is not supported.
     if !ctx.lu.thin {
         return Err(SenseReason::InvalidCommandOperationCode.into());
     }
     if anchor {
         return Err(SenseReason::InvalidFieldInCdb.into());
     }
-    ctx.check_writable()?;
     if param_len == 0 {
         return Ok(());
     }

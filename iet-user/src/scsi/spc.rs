@@ -2,7 +2,7 @@
 //! PREVENT ALLOW MEDIUM REMOVAL, START STOP UNIT, and the REPORT SUPPORTED ... pair.
 
 use super::cdb::{Cdb, cdb_len, op};
-use super::dispatch::{Ctx, Exec, Fail, OPCODES, entry_cdb_len, has_service_actions, put};
+use super::dispatch::{Ctx, Exec, Fail, OPCODES, OpInfo, entry_cdb_len, has_service_actions, put};
 use super::sense::{Sense, SenseReason};
 use super::{CommandOutcome, LogicalUnits, ScsiRequest, ScsiStatus, vpd};
 
@@ -220,6 +220,11 @@ pub(crate) fn start_stop_unit(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
     Ok(())
 }
 
+/// UNMAP exists only on thin-provisioned LUs (LBPU, SBC-4 §6.6.4).
+fn supported(ctx: &Ctx<'_>, o: &OpInfo) -> bool {
+    o.opcode != op::UNMAP || ctx.lu.thin
+}
+
 fn usage_data(opcode: u8, sa: Option<u8>) -> Vec<u8> {
     let len = cdb_len(opcode).unwrap_or(6);
     let mut u = vec![0xff; len];
@@ -257,7 +262,7 @@ pub(crate) fn report_supported_opcodes(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
     let mut d = Vec::new();
     match options {
         0 => {
-            for o in OPCODES {
+            for o in OPCODES.iter().filter(|o| supported(ctx, o)) {
                 d.push(o.opcode);
                 d.push(0);
                 d.extend_from_slice(&u16::from(o.service_action.unwrap_or(0)).to_be_bytes());
@@ -276,7 +281,7 @@ pub(crate) fn report_supported_opcodes(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             if (options == 1 && with_sa) || (options == 2 && !with_sa) {
                 return Err(SenseReason::InvalidFieldInCdb.into());
             }
-            let entry = OPCODES.iter().find(|o| {
+            let entry = OPCODES.iter().filter(|o| supported(ctx, o)).find(|o| {
                 o.opcode == opcode
                     && (!with_sa || o.service_action.map(u16::from) == Some(service_action))
             });
