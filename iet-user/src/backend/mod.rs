@@ -1,16 +1,183 @@
 //! Backing stores: block operations on files, block devices and RAM.
+//! Backends see byte ranges and flushes, never CDBs; `scsi` maps `BackendErrorKind` to sense.
 
-/// Placeholder until the backing-store work lands.
-pub trait BlockBackend: Send + Sync {}
+mod file;
+mod memory;
+mod pr_file;
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+pub use file::FileBackend;
+pub use memory::MemoryBackend;
+pub use pr_file::FilePrStore;
+
+/// What went wrong, classified by how the SCSI layer reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendErrorKind {
+    /// The medium could not be read or written (EIO).
+    Medium,
+    /// No space left to allocate blocks (ENOSPC, EDQUOT).
+    OutOfSpace,
+    /// The operation is not supported by this store (e.g. discard on tmpfs).
+    NotSupported,
+    /// Offset or length beyond the end of the store.
+    OutOfRange,
+    /// The spec could not be parsed or the store could not be opened.
+    InvalidSpec,
+    /// Anything else.
+    Other,
+}
 
 #[derive(Debug, thiserror::Error)]
-#[error("backing stores are not implemented yet")]
-pub struct BackendError;
+pub enum BackendError {
+    #[error("{context}: {source}")]
+    Io {
+        context: &'static str,
+        kind: BackendErrorKind,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid backend spec {0:?}")]
+    InvalidSpec(String),
+    #[error("range {offset}+{len} beyond end of store ({size} bytes)")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    #[error("{0} not supported by this backing store")]
+    NotSupported(&'static str),
+}
 
-struct Unimplemented;
+impl BackendError {
+    pub fn kind(&self) -> BackendErrorKind {
+        match self {
+            Self::Io { kind, .. } => *kind,
+            Self::InvalidSpec(_) => BackendErrorKind::InvalidSpec,
+            Self::OutOfRange { .. } => BackendErrorKind::OutOfRange,
+            Self::NotSupported(_) => BackendErrorKind::NotSupported,
+        }
+    }
 
-impl BlockBackend for Unimplemented {}
+    pub(crate) fn io(context: &'static str, source: io::Error) -> Self {
+        let kind = match source.raw_os_error() {
+            Some(libc::EIO | libc::ENXIO | libc::ENODATA) => BackendErrorKind::Medium,
+            Some(libc::ENOSPC | libc::EDQUOT) => BackendErrorKind::OutOfSpace,
+            Some(libc::EOPNOTSUPP | libc::ENOTTY | libc::EINVAL) => BackendErrorKind::NotSupported,
+            _ => BackendErrorKind::Other,
+        };
+        Self::Io {
+            context,
+            kind,
+            source,
+        }
+    }
+}
 
-pub fn open_backend(_spec: &str) -> Result<std::sync::Arc<dyn BlockBackend>, BackendError> {
-    Ok(std::sync::Arc::new(Unimplemented))
+/// A contiguous run of logical bytes that are all mapped or all deallocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub mapped: bool,
+    /// Length from the queried offset; at least 1 byte unless at the end of the store.
+    pub len: u64,
+}
+
+/// Synchronous positional block I/O. Called from blocking threads, so methods may block.
+pub trait BlockBackend: Send + Sync + fmt::Debug {
+    /// Human-readable spec (`mem:256M`, a path) for management views.
+    fn describe(&self) -> String;
+    /// Current size in bytes.
+    fn size(&self) -> u64;
+    /// Fill `buf` from `offset`; holes read as zeros.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError>;
+    /// Write `buf` at `offset`. With `fua`, return only once the data is on stable storage.
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError>;
+    /// Make every completed write durable (SYNCHRONIZE CACHE).
+    fn flush(&self) -> Result<(), BackendError>;
+    /// Deallocate a byte range; it reads as zeros afterwards.
+    fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError>;
+    /// Whether `discard` really frees space (drives LBPME/LBPU reporting).
+    fn supports_discard(&self) -> bool;
+    /// Grow or shrink the store. Block devices cannot, so the default refuses.
+    fn resize(&self, _new_size: u64) -> Result<(), BackendError> {
+        Err(BackendError::NotSupported("resize"))
+    }
+    /// Provisioning status of the bytes starting at `offset` (GET LBA STATUS).
+    fn extent_at(&self, offset: u64) -> Result<Extent, BackendError> {
+        Ok(Extent {
+            mapped: true,
+            len: self.size().saturating_sub(offset),
+        })
+    }
+    /// Hint that a range will be read soon (PRE-FETCH). Best effort.
+    fn prefetch(&self, _offset: u64, _len: u64) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+pub(crate) fn check_range(offset: u64, len: u64, size: u64) -> Result<(), BackendError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BackendError::OutOfRange { offset, len, size }),
+    }
+}
+
+/// Parse a size such as `4096`, `256M`, `1G`, `2T` (binary multiples).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, mult) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
+        b't' | b'T' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Open a backing store from a spec: `mem:SIZE` for RAM, otherwise a path to an
+/// existing regular file or block device.
+pub fn open_backend(spec: &str) -> Result<Arc<dyn BlockBackend>, BackendError> {
+    if let Some(size) = spec.strip_prefix("mem:") {
+        let size = parse_size(size).ok_or_else(|| BackendError::InvalidSpec(spec.to_owned()))?;
+        return Ok(Arc::new(MemoryBackend::new(size)));
+    }
+    if spec.is_empty() {
+        return Err(BackendError::InvalidSpec(spec.to_owned()));
+    }
+    Ok(Arc::new(FileBackend::open(spec.as_ref(), None)?))
+}
+
+/// Like [`open_backend`], but a missing regular file is created (sparse) with `size` bytes.
+pub fn open_or_create_backend(
+    spec: &str,
+    size: u64,
+) -> Result<Arc<dyn BlockBackend>, BackendError> {
+    if spec.starts_with("mem:") {
+        return open_backend(spec);
+    }
+    Ok(Arc::new(FileBackend::open(spec.as_ref(), Some(size))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("256M"), Some(256 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999999T"), None);
+    }
+
+    #[test]
+    fn mem_spec_opens() {
+        let b = open_backend("mem:1M").expect("mem backend");
+        assert_eq!(b.size(), 1 << 20);
+        assert_eq!(
+            open_backend("mem:zz").unwrap_err().kind(),
+            BackendErrorKind::InvalidSpec
+        );
+    }
 }

@@ -37,6 +37,9 @@ struct Args {
     /// Unix control socket for ietadm.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Directory for state that survives restarts (APTPL reservations).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
@@ -80,6 +83,9 @@ impl Args {
         }
         if let Some(cg) = self.cgroup {
             config.ebpf.cgroup = Some(cg);
+        }
+        if let Some(d) = self.state_dir {
+            config.state_dir = d;
         }
         if let Some(m) = self.metrics {
             config.metrics = Some(m);

@@ -24,6 +24,9 @@ pub struct Config {
     pub ebpf: EbpfConfig,
     #[serde(default = "default_control")]
     pub control: PathBuf,
+    /// Where state that must survive restarts lives (APTPL reservations).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     /// Prometheus endpoint address; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
@@ -39,6 +42,7 @@ impl Default for Config {
             portals: default_portals(),
             ebpf: EbpfConfig::default(),
             control: default_control(),
+            state_dir: default_state_dir(),
             metrics: None,
             discovery: DiscoveryConfig::default(),
             targets: Vec::new(),
@@ -51,6 +55,10 @@ fn default_portals() -> Vec<PortalConfig> {
         listen: SocketAddr::from(([0, 0, 0, 0], 3260)),
         advertise: None,
     }]
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/iet")
 }
 
 fn default_control() -> PathBuf {

@@ -4,9 +4,11 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::backend::open_backend;
+use std::sync::Arc;
+
+use crate::backend::{FilePrStore, open_backend};
 use crate::config::{Config, LunSpec, TargetConfig};
-use crate::scsi::LunConfig;
+use crate::scsi::{LunConfig, PrStore};
 use crate::target::acl::AclEntry;
 use crate::target::{Acl, Registry, Target, TargetSettings};
 
@@ -28,15 +30,15 @@ pub fn build_registry(config: &Config) -> anyhow::Result<Registry> {
             .add_target(Target::new(&t.name, target_settings(t)?))
             .ok_or_else(|| anyhow::anyhow!("target {} is defined twice", t.name))?;
         for lun in &t.luns {
-            add_lun(&target, lun)?;
+            add_lun(&target, lun, &config.state_dir)?;
         }
     }
     Ok(registry)
 }
 
 /// Opens and attaches one LUN, remembering its spec.
-pub fn add_lun(target: &Target, spec: &LunSpec) -> anyhow::Result<()> {
-    let cfg = lun_config(&target.name, spec)?;
+pub fn add_lun(target: &Target, spec: &LunSpec, state_dir: &Path) -> anyhow::Result<()> {
+    let cfg = lun_config(&target.name, spec, state_dir)?;
     target
         .luns
         .add_lun(spec.number, cfg)
@@ -73,7 +75,9 @@ pub fn target_settings(t: &TargetConfig) -> anyhow::Result<TargetSettings> {
 
 /// Opens a LUN's backing store (creating a sparse file when asked) and
 /// derives its stable identifiers from the target name and LUN number.
-pub fn lun_config(target: &str, spec: &LunSpec) -> anyhow::Result<LunConfig> {
+/// `state_dir` keeps APTPL reservations of file and block-device LUNs
+/// (RAM LUNs forget everything on restart anyway).
+pub fn lun_config(target: &str, spec: &LunSpec, state_dir: &Path) -> anyhow::Result<LunConfig> {
     if let Some(size) = spec.create_size {
         let path = Path::new(&spec.path);
         if !spec.path.starts_with("mem:") && !path.exists() {
@@ -99,6 +103,11 @@ pub fn lun_config(target: &str, spec: &LunSpec) -> anyhow::Result<LunConfig> {
         product: "VIRTUAL-DISK".to_owned(),
         serial: spec.serial.clone().unwrap_or_else(|| format!("{id:016x}")),
         device_id: id,
+        pr_store: (!spec.path.starts_with("mem:") && std::fs::create_dir_all(state_dir).is_ok())
+            .then(|| {
+                Arc::new(FilePrStore::new(state_dir.join(format!("pr-{id:016x}"))))
+                    as Arc<dyn PrStore>
+            }),
     })
 }
 

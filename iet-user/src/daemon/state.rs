@@ -81,7 +81,7 @@ impl Daemon {
         {
             bail!("target {target} already has LUN {}", spec.number);
         }
-        add_lun(&t, spec)?;
+        add_lun(&t, spec, &self.base.state_dir)?;
         info!(target, lun = spec.number, path = %spec.path, "LUN added");
         Ok(())
     }

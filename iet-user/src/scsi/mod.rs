@@ -1,9 +1,26 @@
 //! SCSI block-device emulation (SPC-5, SBC-4). Knows nothing of iSCSI:
 //! the transport hands in an I_T nexus, a LUN, a CDB and Data-Out bytes.
 
-use std::sync::Arc;
+mod cdb;
+mod dispatch;
+mod lun;
+mod mode;
+mod pr;
+mod sbc;
+mod sense;
+mod spc;
+mod ua;
+mod vpd;
 
-use crate::backend::BlockBackend;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::backend::{BackendError, BlockBackend};
+
+pub use pr::PrStore;
+pub use sense::{Sense, SenseReason};
+
+use lun::Lu;
 
 /// SAM status codes (SAM-5 §5.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,66 +89,215 @@ pub struct LunConfig {
     pub serial: String,
     /// Stable 64-bit identifier used for the NAA designator in VPD 83h.
     pub device_id: u64,
+    /// Where APTPL persistent reservations are kept (e.g. `backend::FilePrStore`);
+    /// `None` makes PTPL_C zero and APTPL requests INVALID FIELD IN PARAMETER LIST.
+    pub pr_store: Option<Arc<dyn PrStore>>,
 }
 
-/// Placeholder until the SCSI emulation lands.
-#[derive(Debug, Clone)]
+impl LunConfig {
+    /// Defaults for `backend`: 512-byte blocks, writable, write cache on, thin if the store can discard.
+    pub fn new(backend: Arc<dyn BlockBackend>, serial: impl Into<String>, device_id: u64) -> Self {
+        Self {
+            thin_provisioning: backend.supports_discard(),
+            backend,
+            block_size: 512,
+            read_only: false,
+            write_cache: true,
+            vendor: "IET".into(),
+            product: "VIRTUAL-DISK".into(),
+            serial: serial.into(),
+            device_id,
+            pr_store: None,
+        }
+    }
+}
+
+impl CommandOutcome {
+    pub fn good() -> Self {
+        Self {
+            status: ScsiStatus::Good,
+            sense: None,
+        }
+    }
+}
+
+/// Management view of one logical unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LunInfo {
     pub size_bytes: u64,
     pub block_size: u32,
+    /// The backend's spec (`mem:...` or a path).
+    pub backend: String,
     pub read_only: bool,
+    pub write_cache: bool,
+    pub thin_provisioning: bool,
+    pub vendor: String,
+    pub product: String,
+    pub serial: String,
+    pub device_id: u64,
 }
 
-/// Placeholder until the SCSI emulation lands: every command fails.
+#[derive(Debug, thiserror::Error)]
+pub enum ScsiError {
+    #[error("LUN {0} already exists")]
+    LunExists(u64),
+    #[error("LUN {0} does not exist")]
+    NoSuchLun(u64),
+    #[error("LUN {0} is out of the supported range (0..16384)")]
+    LunOutOfRange(u64),
+    #[error("unsupported block size {0} (512 or 4096)")]
+    InvalidBlockSize(u32),
+    #[error("size {size} is smaller than one {block_size}-byte block")]
+    TooSmall { size: u64, block_size: u32 },
+    #[error("backing store")]
+    Backend(#[source] BackendError),
+    #[error("persistent reservation store")]
+    PrStore(#[source] std::io::Error),
+}
+
+/// All logical units of one target (SAM "task router"). Cheap to share as
+/// `Arc<LogicalUnits>`; each LU has its own locks. LUN numbers are plain
+/// numbers (0..16384); REPORT LUNS encodes them with SAM-5 peripheral/flat addressing.
 #[derive(Debug, Default)]
-pub struct LogicalUnits {}
+pub struct LogicalUnits {
+    luns: RwLock<BTreeMap<u64, Arc<Lu>>>,
+}
+
+/// Largest LUN number REPORT LUNS can encode with flat addressing (SAM-5 §4.7.7).
+const MAX_LUN: u64 = 0x3fff;
 
 impl LogicalUnits {
     pub fn new() -> Self {
-        LogicalUnits {}
+        Self::default()
     }
 
-    pub fn execute(
-        &self,
-        _req: &ScsiRequest<'_>,
-        _data_out: &[u8],
-        _data_in: &mut Vec<u8>,
-    ) -> CommandOutcome {
-        CommandOutcome {
-            status: ScsiStatus::CheckCondition,
-            sense: Some(vec![
-                0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0,
-            ]),
+    fn get(&self, lun: u64) -> Option<Arc<Lu>> {
+        self.luns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&lun)
+            .cloned()
+    }
+
+    pub(crate) fn lun_list(&self) -> Vec<u64> {
+        self.luns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Add a logical unit; existing nexuses get REPORTED LUNS DATA HAS CHANGED.
+    pub fn add_lun(&self, lun: u64, cfg: LunConfig) -> Result<(), ScsiError> {
+        if lun > MAX_LUN {
+            return Err(ScsiError::LunOutOfRange(lun));
         }
-    }
-
-    pub fn data_out_len(&self, _lun: u64, _cdb: &[u8]) -> Option<u64> {
-        None
-    }
-
-    pub fn add_lun(&self, _lun: u64, _cfg: LunConfig) -> Result<(), String> {
+        let lu = Arc::new(Lu::new(cfg)?);
+        let mut luns = self
+            .luns
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if luns.contains_key(&lun) {
+            return Err(ScsiError::LunExists(lun));
+        }
+        for other in luns.values() {
+            other
+                .lock()
+                .ua
+                .establish_others(None, SenseReason::ReportedLunsDataChanged);
+        }
+        luns.insert(lun, lu);
         Ok(())
     }
 
-    pub fn remove_lun(&self, _lun: u64) -> Result<(), String> {
+    pub fn remove_lun(&self, lun: u64) -> Result<(), ScsiError> {
+        let mut luns = self
+            .luns
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        luns.remove(&lun).ok_or(ScsiError::NoSuchLun(lun))?;
+        for other in luns.values() {
+            other
+                .lock()
+                .ua
+                .establish_others(None, SenseReason::ReportedLunsDataChanged);
+        }
         Ok(())
     }
 
-    pub fn resize_lun(&self, _lun: u64, _size: u64) -> Result<(), String> {
-        Ok(())
+    /// Grow or shrink a LUN online; every nexus gets CAPACITY DATA HAS CHANGED.
+    pub fn resize_lun(&self, lun: u64, new_size_bytes: u64) -> Result<(), ScsiError> {
+        self.get(lun)
+            .ok_or(ScsiError::NoSuchLun(lun))?
+            .resize(new_size_bytes)
     }
 
-    pub fn set_read_only(&self, _lun: u64, _ro: bool) -> Result<(), String> {
+    pub fn set_read_only(&self, lun: u64, ro: bool) -> Result<(), ScsiError> {
+        let lu = self.get(lun).ok_or(ScsiError::NoSuchLun(lun))?;
+        let mut st = lu.lock();
+        if st.read_only != ro {
+            st.read_only = ro;
+            // The WP bit in the mode parameter header changed.
+            st.ua
+                .establish_others(None, SenseReason::ModeParametersChanged);
+        }
         Ok(())
     }
 
     pub fn luns(&self) -> Vec<(u64, LunInfo)> {
-        Vec::new()
+        self.luns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(&n, lu)| (n, lu.info()))
+            .collect()
     }
 
-    pub fn nexus_loss(&self, _nexus: &ItNexus) {}
+    /// Execute one command synchronously (call from a blocking thread). Data-In is
+    /// appended to `data_in`, at most the CDB's allocation length.
+    pub fn execute(
+        &self,
+        req: &ScsiRequest<'_>,
+        data_out: &[u8],
+        data_in: &mut Vec<u8>,
+    ) -> CommandOutcome {
+        let lu = self.get(req.lun);
+        dispatch::execute(self, lu.as_deref(), req, data_out, data_in)
+    }
 
-    pub fn lun_reset(&self, _lun: u64, _by: &ItNexus) {}
+    /// Data-Out length the CDB implies, for overflow/underflow checks.
+    pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u64> {
+        let block_size = self.get(lun).map_or(512, |lu| u64::from(lu.block_size));
+        dispatch::data_out_len(cdb, block_size)
+    }
 
-    pub fn target_reset(&self, _by: &ItNexus) {}
+    /// The session ended: drop its RESERVE(6/10) reservations, PREVENT state and UA state.
+    pub fn nexus_loss(&self, nexus: &ItNexus) {
+        for lun in self.lun_list() {
+            if let Some(lu) = self.get(lun) {
+                lu.nexus_loss(nexus);
+            }
+        }
+    }
+
+    /// LOGICAL UNIT RESET (SAM-5 §7.7): clears RESERVE reservations (not PR) and PREVENT,
+    /// and establishes BUS DEVICE RESET FUNCTION OCCURRED for the other nexuses.
+    pub fn lun_reset(&self, lun: u64, by: &ItNexus) {
+        if let Some(lu) = self.get(lun) {
+            lu.reset(by, SenseReason::BusDeviceResetOccurred);
+        }
+    }
+
+    /// TARGET WARM/COLD RESET: a reset of every LU.
+    pub fn target_reset(&self, by: &ItNexus) {
+        for lun in self.lun_list() {
+            if let Some(lu) = self.get(lun) {
+                lu.reset(by, SenseReason::ScsiBusResetOccurred);
+            }
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

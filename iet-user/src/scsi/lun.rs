@@ -1,0 +1,153 @@
+//! One logical unit: its fixed identity, its backing store and its mutable state
+//! (capacity, unit attentions, reservations, mode pages) behind one mutex.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use super::mode::ModeState;
+use super::pr::{PrState, PrStore};
+use super::ua::UnitAttentions;
+use super::{ItNexus, LunConfig, LunInfo, ScsiError, SenseReason};
+use crate::backend::BlockBackend;
+
+#[derive(Debug)]
+pub(crate) struct Lu {
+    pub(crate) backend: Arc<dyn BlockBackend>,
+    pub(crate) block_size: u32,
+    pub(crate) thin: bool,
+    pub(crate) vendor: String,
+    pub(crate) product: String,
+    pub(crate) serial: String,
+    pub(crate) device_id: u64,
+    pub(crate) pr_store: Option<Arc<dyn PrStore>>,
+    state: Mutex<LuState>,
+    /// Writers share it; COMPARE AND WRITE and ORWRITE take it exclusively so their
+    /// read-modify-write is atomic with respect to every other write (SBC-4 §5.3).
+    pub(crate) io_lock: RwLock<()>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LuState {
+    pub(crate) read_only: bool,
+    pub(crate) capacity_blocks: u64,
+    pub(crate) ua: UnitAttentions,
+    /// Holder of a RESERVE(6/10) reservation (SPC-2 §5.5.1), by nexus id.
+    pub(crate) reservation: Option<u64>,
+    pub(crate) pr: PrState,
+    pub(crate) mode: ModeState,
+    /// Nexuses with PREVENT MEDIUM REMOVAL in effect.
+    pub(crate) prevent: HashSet<u64>,
+}
+
+impl Lu {
+    pub(crate) fn new(cfg: LunConfig) -> Result<Self, ScsiError> {
+        if cfg.block_size != 512 && cfg.block_size != 4096 {
+            return Err(ScsiError::InvalidBlockSize(cfg.block_size));
+        }
+        let size = cfg.backend.size();
+        let capacity_blocks = size / u64::from(cfg.block_size);
+        if capacity_blocks == 0 {
+            return Err(ScsiError::TooSmall {
+                size,
+                block_size: cfg.block_size,
+            });
+        }
+        let pr = match &cfg.pr_store {
+            Some(store) => PrState::load(store.as_ref()).map_err(ScsiError::PrStore)?,
+            None => PrState::default(),
+        };
+        let thin = cfg.thin_provisioning && cfg.backend.supports_discard();
+        Ok(Self {
+            backend: cfg.backend,
+            block_size: cfg.block_size,
+            thin,
+            vendor: cfg.vendor,
+            product: cfg.product,
+            serial: cfg.serial,
+            device_id: cfg.device_id,
+            pr_store: cfg.pr_store,
+            state: Mutex::new(LuState {
+                read_only: cfg.read_only,
+                capacity_blocks,
+                ua: UnitAttentions::default(),
+                reservation: None,
+                pr,
+                mode: ModeState::new(cfg.write_cache),
+                prevent: HashSet::new(),
+            }),
+            io_lock: RwLock::new(()),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LuState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn info(&self) -> LunInfo {
+        let st = self.lock();
+        LunInfo {
+            size_bytes: st.capacity_blocks * u64::from(self.block_size),
+            block_size: self.block_size,
+            backend: self.backend.describe(),
+            read_only: st.read_only,
+            write_cache: st.mode.wce,
+            thin_provisioning: self.thin,
+            vendor: self.vendor.clone(),
+            product: self.product.clone(),
+            serial: self.serial.clone(),
+            device_id: self.device_id,
+        }
+    }
+
+    pub(crate) fn resize(&self, new_size: u64) -> Result<(), ScsiError> {
+        let bs = u64::from(self.block_size);
+        let blocks = new_size / bs;
+        if blocks == 0 {
+            return Err(ScsiError::TooSmall {
+                size: new_size,
+                block_size: self.block_size,
+            });
+        }
+        // Exclude I/O while the store changes size.
+        let _io = self
+            .io_lock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.backend.size() != blocks * bs {
+            self.backend
+                .resize(blocks * bs)
+                .map_err(ScsiError::Backend)?;
+        }
+        let mut st = self.lock();
+        if st.capacity_blocks != blocks {
+            st.capacity_blocks = blocks;
+            st.ua
+                .establish_others(None, SenseReason::CapacityDataChanged);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn nexus_loss(&self, nexus: &ItNexus) {
+        let mut st = self.lock();
+        if st.reservation == Some(nexus.id) {
+            st.reservation = None;
+        }
+        st.prevent.remove(&nexus.id);
+        st.ua.forget(nexus.id);
+    }
+
+    pub(crate) fn reset(&self, by: &ItNexus, reason: SenseReason) {
+        let mut st = self.lock();
+        st.reservation = None;
+        st.prevent.clear();
+        st.ua.touch(by);
+        st.ua.establish_others(Some(by.id), reason);
+    }
+
+    /// Sense format chosen by the Control mode page's D_SENSE bit.
+    pub(crate) fn descriptor_sense(&self) -> bool {
+        self.lock().mode.d_sense
+    }
+}
