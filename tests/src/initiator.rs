@@ -584,6 +584,26 @@ impl Conn {
         }
     }
 
+    /// Consumes pending unit attentions (e.g. POWER ON, RESET) with TEST
+    /// UNIT READY, as an initiator does after login; returns what was seen.
+    pub fn clear_unit_attention(&mut self, lun: u64) -> std::io::Result<Vec<(u8, u8)>> {
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let r = self.scsi(lun, &[0u8; 6], &[], 0)?;
+            if r.status == 0 {
+                return Ok(seen);
+            }
+            if r.sense_key() != Some(0x06) {
+                return Err(std::io::Error::other(format!(
+                    "TEST UNIT READY: status {:#x} sense {:02x?}",
+                    r.status, r.sense
+                )));
+            }
+            seen.extend(r.asc_ascq());
+        }
+        Err(std::io::Error::other("unit attentions never cleared"))
+    }
+
     pub fn read10(
         &mut self,
         lun: u64,

@@ -15,6 +15,13 @@ fn login(t: &InProcessTarget, opts: &LoginOptions) -> Conn {
     let mut c = Conn::connect(t.addr).expect("connect");
     c.login(opts)
         .unwrap_or_else(|e| panic!("login failed: {e:?}"));
+    if opts.target.is_some() {
+        let ua = c.clear_unit_attention(0).expect("TEST UNIT READY");
+        assert!(
+            ua.contains(&(0x29, 0x00)),
+            "a new I_T nexus reports POWER ON, RESET: {ua:?}"
+        );
+    }
     c
 }
 
@@ -288,6 +295,7 @@ fn sixty_four_sessions_each_keep_their_own_data() {
                 opts.isid = [0x80, 0, 0, 0, 1, i];
                 c.login(&opts)
                     .unwrap_or_else(|e| panic!("session {i}: {e:?}"));
+                c.clear_unit_attention(0).expect("TEST UNIT READY");
                 let data = vec![i; 64 * 1024];
                 let lba = u32::from(i) * 256;
                 assert_eq!(c.write10(0, lba, &data, BS).unwrap().status, 0);
