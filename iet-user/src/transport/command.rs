@@ -30,6 +30,8 @@ pub struct CommandInfo {
     pub read: bool,
     pub write: bool,
     pub expected_len: u32,
+    /// Data-Out length the CDB implies (SPDTL), for write residuals.
+    pub data_out_len: Option<u64>,
 }
 
 impl CommandInfo {
@@ -48,6 +50,7 @@ impl CommandInfo {
             read: cmd.read,
             write: cmd.write,
             expected_len: cmd.expected_data_transfer_length,
+            data_out_len: None,
         }
     }
 
@@ -257,7 +260,9 @@ async fn send_result(
             Residual::of(expected, produced),
         )
     } else if info.write {
-        (0, Residual::None)
+        // FCP-4 §9.4.2: a mismatch is reported, not refused; the SCSI layer
+        // wrote what arrived up to the CDB's length.
+        (0, info.data_out_len.map_or(Residual::None, |s| Residual::of(expected, s)))
     } else {
         (
             0,

@@ -23,7 +23,7 @@ use crate::proto::pdu::{
     TmfResponse,
 };
 use crate::proto::seq;
-use crate::proto::task::WriteTask;
+use crate::proto::task::{DataOutError, WriteTask};
 use crate::target::session::{CmdSnVerdict, ConnHandle, Session, TaskEntry};
 use crate::target::{Registry, TargetSettings};
 
@@ -181,6 +181,12 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             CodecError::DataDigest { bhs } => {
                 warn!("data digest error: rejecting the PDU");
                 self.reject(&bhs, RejectReason::DataDigestError).await;
+                // ErrorRecoveryLevel 0 cannot ask for the data again: the
+                // command ends with PROTOCOL SERVICE CRC ERROR.
+                if bhs.opcode() == Some(Opcode::DataOut) {
+                    self.fail_write(bhs.itt(), fixed_sense(0x0b, 0x47, 0x05))
+                        .await;
+                }
                 Flow::Continue
             }
             CodecError::DataSegmentTooLong { bhs, .. } => {
@@ -303,11 +309,18 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             }
         };
         let spdtl = exec.luns.data_out_len(info.lun_number(), &info.cdb);
-        let verdict = early_verdict(edtl, spdtl);
+        let mut info = info;
+        info.data_out_len = spdtl;
+        let verdict = early_verdict(edtl);
         let buffer = if verdict.is_some() {
             task.limit_solicitation(0);
             None
         } else {
+            // Ask only for what the CDB will use; unsolicited data beyond it
+            // is still accepted (and ignored).
+            if let Some(s) = spdtl {
+                task.limit_solicitation(u32::try_from(s).unwrap_or(u32::MAX));
+            }
             let mut buf = Vec::with_capacity(edtl as usize);
             buf.extend_from_slice(&pdu.data);
             buf.resize(edtl as usize, 0);
@@ -343,7 +356,10 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                     exec.answer_early(&w.info, &w.aborted, v, exp_data_sn).await;
                 });
             }
-            (None, Some(buf)) => {
+            (None, Some(mut buf)) => {
+                if let Some(s) = w.info.data_out_len {
+                    buf.truncate(usize::try_from(s).unwrap_or(usize::MAX));
+                }
                 tokio::spawn(exec.execute(w.info, buf, w.aborted, exp_data_sn));
             }
             (None, None) => unreachable!("a write without a verdict always has a buffer"),
@@ -370,15 +386,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         let offset = match w.task.on_data_out(&hdr, len) {
             Ok(o) => o,
             Err(e) => {
-                let itt = hdr.itt;
-                if let Some(w) = self.writes.remove(&itt) {
-                    w.aborted.store(true, Ordering::Release);
-                    self.session.tasks.remove(itt);
-                    self.session.window.complete();
-                }
-                return self
-                    .protocol_error(&pdu.bhs, RejectReason::ProtocolError, e.to_string())
-                    .await;
+                warn!(itt = hdr.itt, "Data-Out refused: {e}; ending the command");
+                self.fail_write(hdr.itt, data_out_sense(e)).await;
+                return Flow::Continue;
             }
         };
         if let Some(buf) = w.buffer.as_mut() {
@@ -395,6 +405,24 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             send_r2ts(&self.tx, &w.info, &mut w.task, &mut self.next_ttt).await;
         }
         Flow::Continue
+    }
+
+    /// Ends a write whose data went wrong with CHECK CONDITION, ABORTED
+    /// COMMAND (the connection stays up; the rest of its data is dropped).
+    async fn fail_write(&mut self, itt: u32, sense: Vec<u8>) {
+        let Some(w) = self.writes.remove(&itt) else {
+            return;
+        };
+        let Some(exec) = self.exec.clone() else {
+            return;
+        };
+        let verdict = EarlyVerdict {
+            sense,
+            residual: Residual::None,
+        };
+        let exp_data_sn = w.task.r2t_sn();
+        exec.answer_early(&w.info, &w.aborted, verdict, exp_data_sn)
+            .await;
     }
 
     async fn on_nop_out(&mut self, pdu: &Pdu) -> Flow {
@@ -620,19 +648,22 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
     }
 }
 
-/// A write whose CDB and ExpectedDataTransferLength disagree is answered
-/// with INVALID FIELD IN COMMAND INFORMATION UNIT and the residual (SPC-5
-/// and RFC 7143 §11.4.5); an oversized one with INVALID FIELD IN CDB.
-fn early_verdict(edtl: u32, spdtl: Option<u64>) -> Option<EarlyVerdict> {
-    if let Some(spdtl) = spdtl {
-        let residual = Residual::of(u64::from(edtl), spdtl);
-        if residual != Residual::None {
-            return Some(EarlyVerdict {
-                sense: fixed_sense(0x05, 0x0e, 0x03),
-                residual,
-            });
-        }
-    }
+/// Sense for a Data-Out that breaks the sequence (SPC-5 ASC 4Bh, 0Ch).
+fn data_out_sense(e: DataOutError) -> Vec<u8> {
+    const ABORTED_COMMAND: u8 = 0x0b;
+    let (asc, ascq) = match e {
+        DataOutError::DataSn { .. } => (0x4b, 0x00),
+        DataOutError::UnknownTtt(_) => (0x4b, 0x01),
+        DataOutError::Overrun => (0x4b, 0x02),
+        DataOutError::BufferOffset { .. } => (0x4b, 0x05),
+        DataOutError::UnsolicitedNotAllowed => (0x0c, 0x0c),
+    };
+    fixed_sense(ABORTED_COMMAND, asc, ascq)
+}
+
+/// A write larger than we buffer is answered with INVALID FIELD IN CDB
+/// (block limits advertise less); its data is taken and dropped.
+fn early_verdict(edtl: u32) -> Option<EarlyVerdict> {
     if edtl > MAX_WRITE_BUFFER {
         return Some(EarlyVerdict {
             sense: fixed_sense(0x05, 0x24, 0x00),
