@@ -143,7 +143,9 @@ impl Lu {
         st.reservation = None;
         st.prevent.clear();
         st.ua.touch(by);
-        st.ua.establish_others(Some(by.id), reason);
+        // Every I_T nexus, the requester's included, learns of the reset
+        // (SAM-5 §6.3; multipath initiators rely on it).
+        st.ua.establish_others(None, reason);
     }
 
     /// Sense format chosen by the Control mode page's D_SENSE bit.

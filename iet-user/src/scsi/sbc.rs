@@ -382,7 +382,13 @@ fn compare_and_write(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
     let (offset, len) = ctx.check_rw(rw)?;
     ctx.check_writable()?;
     if len == 0 {
-        return Ok(());
+        // Zero blocks transfer nothing; data sent anyway means the CDB
+        // cannot be what the initiator meant (a block count that wrapped).
+        return if ctx.data_out.is_empty() {
+            Ok(())
+        } else {
+            Err(SenseReason::InvalidFieldInCdb.into())
+        };
     }
     let len = len as usize;
     if ctx.data_out.len() != 2 * len {

@@ -158,8 +158,10 @@ fn unit_attention_lifecycle() {
     assert_eq!(sense_code(&d), (0, 0, 0));
     rig.units.add_lun(1, mem_lun(1 << 20)).expect("add lun 1");
     assert_eq!(rig.check(&rig.a, &TUR, &[]), (6, 0x3f, 0x0e));
-    // LUN reset: UA to the others, not to the nexus that asked.
+    // LUN reset: every nexus sees BUS DEVICE RESET FUNCTION OCCURRED, the
+    // one that asked included (libiscsi's MultipathIO.Reset checks both).
     rig.units.lun_reset(0, &rig.a);
+    assert_eq!(rig.check(&rig.a, &TUR, &[]), (6, 0x29, 0x03));
     rig.ok(&rig.a, &TUR, &[]);
     assert_eq!(rig.check(&rig.b, &TUR, &[]), (6, 0x29, 0x03));
     // Nexus loss forgets state: the next session starts with POWER ON again.

@@ -262,7 +262,11 @@ async fn send_result(
     } else if info.write {
         // FCP-4 §9.4.2: a mismatch is reported, not refused; the SCSI layer
         // wrote what arrived up to the CDB's length.
-        (0, info.data_out_len.map_or(Residual::None, |s| Residual::of(expected, s)))
+        (
+            0,
+            info.data_out_len
+                .map_or(Residual::None, |s| Residual::of(expected, s)),
+        )
     } else {
         (
             0,

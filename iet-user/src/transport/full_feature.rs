@@ -356,10 +356,9 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                     exec.answer_early(&w.info, &w.aborted, v, exp_data_sn).await;
                 });
             }
-            (None, Some(mut buf)) => {
-                if let Some(s) = w.info.data_out_len {
-                    buf.truncate(usize::try_from(s).unwrap_or(usize::MAX));
-                }
+            (None, Some(buf)) => {
+                // The whole buffer goes down: commands that need an exact
+                // length (COMPARE AND WRITE) judge the mismatch themselves.
                 tokio::spawn(exec.execute(w.info, buf, w.aborted, exp_data_sn));
             }
             (None, None) => unreachable!("a write without a verdict always has a buffer"),
