@@ -5,6 +5,8 @@
 mod events;
 mod loader;
 
+pub use loader::default_cgroup;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Mutex;
