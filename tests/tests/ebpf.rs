@@ -212,9 +212,9 @@ fn restart_keeps_counters_and_does_not_duplicate_attachments() {
     let cgroup = iet::dataplane::default_cgroup().unwrap();
     let attached = || {
         let v = bpftool_json(&["cgroup", "show", cgroup.to_str().unwrap()]);
-        v.as_array()
-            .map(|a| a.iter().filter(|p| p["name"] == PROG_SOCK_OPS).count())
-            .unwrap_or(0)
+        v.as_array().map_or(0, |a| {
+            a.iter().filter(|p| p["name"] == PROG_SOCK_OPS).count()
+        })
     };
     let before = attached();
     let first = start(&pin, portal);

@@ -134,6 +134,14 @@ enum PortalCmd {
     Remove {
         listen: SocketAddr,
     },
+    /// eBPF switches: PDU accounting and same-host redirect (sk_msg).
+    Set {
+        listen: SocketAddr,
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false)]
+        accounting: bool,
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false)]
+        redirect: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +287,15 @@ fn request(cmd: &Command) -> Request {
             advertise: *advertise,
         },
         Command::Portal(PortalCmd::Remove { listen }) => Request::PortalRemove { listen: *listen },
+        Command::Portal(PortalCmd::Set {
+            listen,
+            accounting,
+            redirect,
+        }) => Request::PortalSet {
+            listen: *listen,
+            accounting: *accounting,
+            redirect: *redirect,
+        },
         Command::Account(AccountCmd::Add { who, user, secret }) => Request::AccountAdd {
             scope: who.scope(),
             direction: who.direction(),

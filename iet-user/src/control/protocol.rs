@@ -91,6 +91,12 @@ pub enum Request {
     PortalRemove {
         listen: SocketAddr,
     },
+    /// Switches the eBPF sk_msg features of a portal at runtime.
+    PortalSet {
+        listen: SocketAddr,
+        accounting: bool,
+        redirect: bool,
+    },
     AccountAdd {
         scope: AccountScope,
         direction: Direction,

@@ -193,6 +193,17 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             d.portal_add(listen, advertise)?;
             Response::done()
         }
+        Request::PortalSet {
+            listen,
+            accounting,
+            redirect,
+        } => {
+            if !d.dataplane.is_active() {
+                anyhow::bail!("the eBPF data plane is not active");
+            }
+            d.dataplane.set_portal_flags(listen, accounting, redirect)?;
+            Response::done()
+        }
         Request::PortalRemove { listen } => {
             d.portal_remove(listen)?;
             Response::done()

@@ -103,8 +103,15 @@ fn close_on_kernel_events(dataplane: &Dataplane, registry: &Arc<Registry>) {
         while let Some(ev) = events.recv().await {
             match ev.kind {
                 EventKind::Closed if ev.role == iet_common::ROLE_TARGET => {
-                    if let Some(conn) = registry.connection(ev.local, ev.peer) {
-                        info!(peer = %ev.peer, tcp_state = ev.tcp_state, "kernel event: connection closing; ending it");
+                    let conn = registry.connection(ev.local, ev.peer);
+                    info!(
+                        local = %ev.local,
+                        peer = %ev.peer,
+                        tcp_state = ev.tcp_state,
+                        live = conn.is_some(),
+                        "kernel event: connection closing"
+                    );
+                    if let Some(conn) = conn {
                         conn.cancel.cancel();
                     }
                 }
