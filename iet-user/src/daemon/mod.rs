@@ -29,24 +29,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = Arc::new(build_registry(&config)?);
     let server = Server::new(registry.clone(), shutdown.clone());
-    let mut portals = Vec::new();
-    for portal in &config.portals {
-        let bound = server
-            .add_portal(portal.listen)
-            .with_context(|| format!("cannot listen on {}", portal.listen))?;
-        info!(portal = %bound, "listening");
-        portals.push(crate::target::Portal {
-            listen: bound,
-            advertise: portal.advertise,
-        });
-    }
-    registry.set_portals(portals.clone());
+    // The data plane first, so no accepted connection escapes sock_ops.
     let dataplane = Arc::new(
         Dataplane::start(&DataplaneConfig {
             mode: config.ebpf.mode,
             pin_dir: config.ebpf.pin_dir.clone(),
             cgroup: config.ebpf.cgroup.clone(),
-            portals: portals.iter().map(|p| p.listen).collect(),
+            portals: config.portals.iter().map(|p| p.listen).collect(),
         })
         .context("eBPF data plane")?,
     );
@@ -70,6 +59,20 @@ pub async fn run(
             .await
             .with_context(|| format!("metrics endpoint {addr}"))?;
     }
+    // Portals last: once they accept, everything else is ready.
+    let mut portals = Vec::new();
+    for portal in &config.portals {
+        let bound = server
+            .add_portal(portal.listen)
+            .with_context(|| format!("cannot listen on {}", portal.listen))?;
+        info!(portal = %bound, "listening");
+        portals.push(crate::target::Portal {
+            listen: bound,
+            advertise: portal.advertise,
+        });
+    }
+    registry.set_portals(portals.clone());
+    dataplane.set_portals(&portals.iter().map(|p| p.listen).collect::<Vec<_>>())?;
     for t in registry.targets() {
         for p in &portals {
             info!(
