@@ -50,22 +50,9 @@ fn run_counting(cmd: &mut Command) -> anyhow::Result<(u64, u64)> {
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |word: &str| {
-                rest.split(';')
-                    .find_map(|part| {
-                        part.trim()
-                            .strip_suffix(word)?
-                            .trim()
-                            .rsplit(' ')
-                            .next()?
-                            .parse::<u64>()
-                            .ok()
-                    })
-                    .unwrap_or(0)
-            };
-            passed += count("passed");
-            failed += count("failed");
+        if let Some((p, f)) = result_counts(&line) {
+            passed += p;
+            failed += f;
         }
     }
     let status = child.wait()?;
