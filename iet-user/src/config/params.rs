@@ -126,6 +126,10 @@ impl ParamsConfig {
         if let Some(v) = range("FirstBurstLength", self.first_burst_length, 512, 16_777_215)? {
             p.first_burst_length = v;
         }
+        if self.first_burst_length.is_none() {
+            // The default follows a smaller MaxBurstLength down.
+            p.first_burst_length = p.first_burst_length.min(p.max_burst_length);
+        }
         if p.first_burst_length > p.max_burst_length {
             return Err(format!(
                 "FirstBurstLength {} exceeds MaxBurstLength {}",
