@@ -105,7 +105,24 @@ pub(crate) static OPCODES: &[OpInfo] = &[
     e(op::READ_DEFECT_DATA_10, "READ DEFECT DATA(10)", Read),
     e(op::WRITE_SAME_10, "WRITE SAME(10)", Write),
     e(op::UNMAP, "UNMAP", Write),
-    e(op::SANITIZE, "SANITIZE", Write),
+    sa_e(
+        op::SANITIZE,
+        sa::SANITIZE_OVERWRITE,
+        "SANITIZE OVERWRITE",
+        Write,
+    ),
+    sa_e(
+        op::SANITIZE,
+        sa::SANITIZE_BLOCK_ERASE,
+        "SANITIZE BLOCK ERASE",
+        Write,
+    ),
+    sa_e(
+        op::SANITIZE,
+        sa::SANITIZE_EXIT_FAILURE_MODE,
+        "SANITIZE EXIT FAILURE MODE",
+        Write,
+    ),
     e(op::MODE_SELECT_10, "MODE SELECT(10)", Write),
     e(op::RESERVE_10, "RESERVE(10)", Write),
     reserve_ok(e(op::RELEASE_10, "RELEASE(10)", Write)),
@@ -227,6 +244,13 @@ pub(crate) fn execute(
         let exempt = info.is_some_and(|i| i.ua_exempt);
         if !exempt && let Some(ua) = st.ua.take(req.nexus.id) {
             return check(ua.into(), st.mode.d_sense);
+        }
+        // SBC-4 §4.11.2: while sanitizing, only the UA-exempt commands are served.
+        if !exempt && st.sanitizing {
+            return check(
+                SenseReason::NotReadySanitizeInProgress.into(),
+                st.mode.d_sense,
+            );
         }
         (
             st.capacity_blocks,

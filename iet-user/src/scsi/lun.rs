@@ -37,6 +37,8 @@ pub(crate) struct LuState {
     pub(crate) mode: ModeState,
     /// Nexuses with PREVENT MEDIUM REMOVAL in effect.
     pub(crate) prevent: HashSet<u64>,
+    /// A SANITIZE is running: other commands get NOT READY, SANITIZE IN PROGRESS.
+    pub(crate) sanitizing: bool,
 }
 
 impl Lu {
@@ -74,6 +76,7 @@ impl Lu {
                 pr,
                 mode: ModeState::new(cfg.write_cache),
                 prevent: HashSet::new(),
+                sanitizing: false,
             }),
             io_lock: RwLock::new(()),
         })

@@ -673,3 +673,34 @@ proptest! {
         let _ = rig.cmd(&rig.b, &cdb, &out);
     }
 }
+
+#[test]
+fn sanitize_overwrite_and_block_erase() {
+    let rig = Rig::new();
+    rig.ok(&rig.a, &write10(8191, 1, false), &[1; 512]);
+    let mut p = vec![0x01, 0, 0, 4];
+    p.extend_from_slice(b"abcd");
+    rig.ok(&rig.a, &[0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0], &p);
+    let d = rig.ok(&rig.a, &read10(8191, 1), &[]);
+    assert_eq!(&d[..8], b"abcdabcd");
+    // Reserved CDB bits and unsupported service actions.
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x41, 0, 0, 0, 0, 0, 0, 8, 0], &p),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x01, 0, 3, 0, 0, 0, 0, 8, 0], &p),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0], &[]),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x1f, 0, 0, 0, 0, 0, 0, 8, 0], &[0; 8]),
+        INVALID_FIELD
+    );
+    rig.ok(&rig.a, &[0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    rig.ok(&rig.a, &[0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(rig.ok(&rig.a, &read10(8191, 1), &[]), vec![0; 512]);
+}

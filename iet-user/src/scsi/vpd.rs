@@ -107,6 +107,7 @@ pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
         0xb1 => {
             let mut b = vec![0u8; 0x3c];
             b[0..2].copy_from_slice(&1u16.to_be_bytes()); // non-rotating medium
+            b[3] = 0x40; // WABEREQ 01b: reads after a block erase succeed
             with_header(0xb1, &b)
         }
         0xb2 => {
