@@ -345,9 +345,7 @@ fn run(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             page,
             alloc_len,
         } => spc::inquiry(ctx, evpd, page, alloc_len),
-        Cdb::ReportLuns { select, alloc_len } => {
-            spc::report_luns(ctx.units, ctx.data_in, select, alloc_len)
-        }
+        Cdb::ReportLuns { select, alloc_len } => spc::report_luns_on_lu(ctx, select, alloc_len),
         Cdb::ModeSense { .. } => super::mode::mode_sense(ctx, cdb),
         Cdb::ModeSelect { .. } => super::mode::mode_select(ctx, cdb),
         Cdb::Reserve => spc::reserve(ctx),

@@ -188,6 +188,20 @@ impl LogicalUnits {
             .collect()
     }
 
+    /// SPC-5 §6.29: REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED for the nexus on every LU.
+    pub(crate) fn luns_reported(&self, nexus: &ItNexus) {
+        for lu in self
+            .luns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            lu.lock()
+                .ua
+                .clear(nexus.id, SenseReason::ReportedLunsDataChanged);
+        }
+    }
+
     /// Add a logical unit; existing nexuses get REPORTED LUNS DATA HAS CHANGED.
     pub fn add_lun(&self, lun: u64, cfg: LunConfig) -> Result<(), ScsiError> {
         if lun > MAX_LUN {

@@ -81,7 +81,11 @@ pub(crate) fn no_lun(
             put(data_in, &[0x7f, page, 0, 0], alloc_len);
             Ok(())
         }
-        Cdb::ReportLuns { select, alloc_len } => report_luns(units, data_in, select, alloc_len),
+        Cdb::ReportLuns { select, alloc_len } => {
+            let r = report_luns(units, data_in, select, alloc_len);
+            units.luns_reported(req.nexus);
+            r
+        }
         Cdb::RequestSense { desc, alloc_len } => {
             put(
                 data_in,
@@ -147,6 +151,13 @@ pub(crate) fn report_luns(
         d.extend_from_slice(&[first, lun as u8, 0, 0, 0, 0, 0, 0]);
     }
     put(data_in, &d, alloc_len);
+    Ok(())
+}
+
+/// REPORT LUNS addressed to an existing LU.
+pub(crate) fn report_luns_on_lu(ctx: &mut Ctx<'_>, select: u8, alloc_len: u32) -> Exec {
+    report_luns(ctx.units, ctx.data_in, select, alloc_len)?;
+    ctx.units.luns_reported(ctx.nexus);
     Ok(())
 }
 

@@ -158,6 +158,11 @@ fn unit_attention_lifecycle() {
     assert_eq!(sense_code(&d), (0, 0, 0));
     rig.units.add_lun(1, mem_lun(1 << 20)).expect("add lun 1");
     assert_eq!(rig.check(&rig.a, &TUR, &[]), (6, 0x3f, 0x0e));
+    // REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED without reporting it.
+    rig.units.remove_lun(1).expect("remove lun 1");
+    rig.ok(&rig.a, &[0xa0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], &[]);
+    rig.ok(&rig.a, &TUR, &[]);
+    assert_eq!(rig.check(&rig.b, &TUR, &[]), (6, 0x3f, 0x0e));
     // LUN reset: UA to the others, not to the nexus that asked.
     rig.units.lun_reset(0, &rig.a);
     rig.ok(&rig.a, &TUR, &[]);
