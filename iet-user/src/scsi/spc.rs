@@ -187,8 +187,14 @@ pub(crate) fn reserve(ctx: &mut Ctx<'_>) -> Exec {
 /// RELEASE(6/10): releasing a reservation held by someone else is a no-op (SPC-2 §7.17).
 pub(crate) fn release(ctx: &mut Ctx<'_>) -> Exec {
     let mut st = ctx.lock();
+    // CRH = 1 (SPC-5 §5.13.3): under a persistent reservation RELEASE does nothing
+    // for a registered nexus and conflicts for others.
     if st.pr.has_reservation() {
-        return Err(Fail::ReservationConflict);
+        return if st.pr.is_registered(ctx.nexus) {
+            Ok(())
+        } else {
+            Err(Fail::ReservationConflict)
+        };
     }
     if st.reservation == Some(ctx.nexus.id) {
         st.reservation = None;
