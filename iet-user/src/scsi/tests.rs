@@ -709,3 +709,26 @@ fn sanitize_overwrite_and_block_erase() {
     rig.ok(&rig.a, &[0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
     assert_eq!(rig.ok(&rig.a, &read10(8191, 1), &[]), vec![0; 512]);
 }
+
+#[test]
+fn scsi_stays_sans_io() {
+    // STYLE.md: scsi/ maps bytes and state to bytes and state; files and sockets live at the edges.
+    let sources = [
+        ("cdb.rs", include_str!("cdb.rs")),
+        ("dispatch.rs", include_str!("dispatch.rs")),
+        ("lun.rs", include_str!("lun.rs")),
+        ("mod.rs", include_str!("mod.rs")),
+        ("mode.rs", include_str!("mode.rs")),
+        ("pr.rs", include_str!("pr.rs")),
+        ("sbc.rs", include_str!("sbc.rs")),
+        ("sense.rs", include_str!("sense.rs")),
+        ("spc.rs", include_str!("spc.rs")),
+        ("ua.rs", include_str!("ua.rs")),
+        ("vpd.rs", include_str!("vpd.rs")),
+    ];
+    for (name, src) in sources {
+        for banned in ["tokio", "std::net", "std::fs"] {
+            assert!(!src.contains(banned), "{name} mentions {banned}");
+        }
+    }
+}
