@@ -374,7 +374,8 @@ pub(crate) fn data_out_len(raw: &[u8], block_size: u64) -> Option<u64> {
             3 => Some(block_size),
             _ => None,
         },
-        Cdb::CompareAndWrite(rw) => Some(2 * blocks(rw.blocks)),
+        // Zero blocks with Data-Out is diagnosed by COMPARE AND WRITE itself.
+        Cdb::CompareAndWrite(rw) => (rw.blocks > 0).then(|| 2 * blocks(rw.blocks)),
         Cdb::WriteSame { ndob, .. } => (!ndob).then_some(block_size),
         Cdb::ModeSelect { param_len, .. }
         | Cdb::PrOut { param_len, .. }

@@ -461,7 +461,13 @@ fn compare_and_write(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
     let (offset, len) = ctx.check_rw(rw)?;
     ctx.check_writable()?;
     if len == 0 {
-        return Ok(());
+        // NUMBER OF LOGICAL BLOCKS is one byte: Data-Out here means the initiator
+        // meant more than 255 blocks (beyond MAXIMUM COMPARE AND WRITE LENGTH).
+        return if ctx.data_out.is_empty() {
+            Ok(())
+        } else {
+            Err(SenseReason::InvalidFieldInCdb.into())
+        };
     }
     let len = len as usize;
     if ctx.data_out.len() != 2 * len {

@@ -7,11 +7,12 @@ use super::sense::SenseReason;
 /// Supported pages, ascending (SPC-5 §7.7.16 requires the order).
 const PAGES: [u8; 7] = [0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2];
 
-/// Largest transfer we accept in one command, in bytes.
-pub(crate) const MAX_TRANSFER_BYTES: u32 = 8 << 20;
+/// Largest transfer we accept in one command, in bytes: the transport's write buffer
+/// limit, and what libiscsi's 65536-block WRITE SAME tests need at 512-byte blocks.
+pub(crate) const MAX_TRANSFER_BYTES: u32 = 32 << 20;
 /// Limits for UNMAP (SBC-4 §6.6.4).
 pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
-pub(crate) const MAX_UNMAP_BLOCKS: u32 = 0x0040_0000;
+pub(crate) const MAX_UNMAP_BLOCKS: u32 = 0x0010_0000;
 /// MAXIMUM WRITE SAME LENGTH: bounds the work one command can cause.
 pub(crate) const MAX_WRITE_SAME_BLOCKS: u64 = 0x0001_0000;
 
