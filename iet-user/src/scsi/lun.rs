@@ -145,8 +145,10 @@ impl Lu {
         let mut st = self.lock();
         st.reservation = None;
         st.prevent.clear();
+        // Every nexus hears about the reset, the one that asked included: multipath
+        // initiators check each path (libiscsi MultipathIO.Reset).
         st.ua.touch(by);
-        st.ua.establish_others(Some(by.id), reason);
+        st.ua.establish_others(None, reason);
     }
 
     /// Sense format chosen by the Control mode page's D_SENSE bit.

@@ -296,7 +296,7 @@ impl LogicalUnits {
     }
 
     /// LOGICAL UNIT RESET (SAM-5 §7.7): clears RESERVE reservations (not PR) and PREVENT,
-    /// and establishes BUS DEVICE RESET FUNCTION OCCURRED for the other nexuses.
+    /// and establishes BUS DEVICE RESET FUNCTION OCCURRED for every nexus (`by` included).
     pub fn lun_reset(&self, lun: u64, by: &ItNexus) {
         if let Some(lu) = self.get(lun) {
             lu.reset(by, SenseReason::BusDeviceResetOccurred);

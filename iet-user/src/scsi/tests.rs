@@ -163,9 +163,9 @@ fn unit_attention_lifecycle() {
     rig.ok(&rig.a, &[0xa0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], &[]);
     rig.ok(&rig.a, &TUR, &[]);
     assert_eq!(rig.check(&rig.b, &TUR, &[]), (6, 0x3f, 0x0e));
-    // LUN reset: UA to the others, not to the nexus that asked.
+    // LUN reset: UA on every path, the one that asked included.
     rig.units.lun_reset(0, &rig.a);
-    rig.ok(&rig.a, &TUR, &[]);
+    assert_eq!(rig.check(&rig.a, &TUR, &[]), (6, 0x29, 0x03));
     assert_eq!(rig.check(&rig.b, &TUR, &[]), (6, 0x29, 0x03));
     // Nexus loss forgets state: the next session starts with POWER ON again.
     rig.units.nexus_loss(&rig.a);
