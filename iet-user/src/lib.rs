@@ -3,6 +3,8 @@
 
 pub mod backend;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod dataplane;
 pub mod proto;
 pub mod scsi;

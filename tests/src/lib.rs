@@ -1,1 +1,6 @@
-//! Scripted Rust initiator used by the end-to-end tests.
+//! A scripted Rust initiator and helpers for iet's end-to-end tests.
+
+pub mod initiator;
+pub mod inprocess;
+pub mod libiscsi;
+pub mod process;

@@ -1,1 +1,74 @@
-fn main() {}
+//! `cargo xtask run|build|test|bench|fuzz`: one module per command, all
+//! sharing the prerequisite step that installs what a fresh machine lacks.
+
+mod bench;
+mod build;
+mod fuzz;
+mod prereq;
+mod run;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "Build, run and test iet")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build everything, then start ietd (with no arguments: the embedded default target).
+    Run {
+        /// Arguments passed to ietd verbatim.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Install prerequisites and build the eBPF object and release binaries.
+    Build,
+    /// Install prerequisites and test tools, then lint and run every test.
+    Test {
+        /// Passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run each fuzz target for a while (cargo-fuzz, libFuzzer).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+    },
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { args } => run::run(&args),
+        Command::Build => build::build(),
+        Command::Test { args } => test::test(&args),
+        Command::Bench { args } => bench::bench(&args),
+        Command::Fuzz { seconds } => fuzz::fuzz(seconds),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,304 @@
-//! config
+//! ietd's configuration as plain serde data: the TOML file, and the same
+//! structure built from command-line flags.
+
+mod ietd_conf;
+mod params;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use ietd_conf::{apply_initiators_file, looks_like_ietd_conf, parse_ietd_conf};
+pub use params::ParamsConfig;
+
+use crate::dataplane::EbpfMode;
+use crate::target::ChapAccount;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_portals", rename = "portal")]
+    pub portals: Vec<PortalConfig>,
+    #[serde(default)]
+    pub ebpf: EbpfConfig,
+    #[serde(default = "default_control")]
+    pub control: PathBuf,
+    /// Where state that must survive restarts lives (APTPL reservations).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Prometheus endpoint address; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<TargetConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            portals: default_portals(),
+            ebpf: EbpfConfig::default(),
+            control: default_control(),
+            state_dir: default_state_dir(),
+            metrics: None,
+            discovery: DiscoveryConfig::default(),
+            targets: Vec::new(),
+        }
+    }
+}
+
+fn default_portals() -> Vec<PortalConfig> {
+    vec![PortalConfig {
+        listen: SocketAddr::from(([0, 0, 0, 0], 3260)),
+        advertise: None,
+    }]
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/iet")
+}
+
+fn default_control() -> PathBuf {
+    PathBuf::from("/run/iet/ietd.sock")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    pub listen: SocketAddr,
+    /// Address announced in SendTargets instead of `listen` (NAT, 0.0.0.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EbpfConfig {
+    #[serde(default = "default_mode")]
+    pub mode: EbpfMode,
+    #[serde(default = "default_pin_dir")]
+    pub pin_dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        EbpfConfig {
+            mode: default_mode(),
+            pin_dir: default_pin_dir(),
+            cgroup: None,
+        }
+    }
+}
+
+fn default_mode() -> EbpfMode {
+    EbpfMode::Auto
+}
+
+fn default_pin_dir() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/iet")
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incoming: Vec<ChapAccount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outgoing: Option<ChapAccount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(default, rename = "lun")]
+    pub luns: Vec<LunSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incoming: Vec<ChapAccount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outgoing: Option<ChapAccount>,
+    /// Initiator names, CIDRs or `ALL` allowed (IET's initiators.allow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// Initiator names, CIDRs or `ALL` denied (IET's initiators.deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+    /// Negotiation limits and timers (IET's per-target keys).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub params: ParamsConfig,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl TargetConfig {
+    pub fn new(name: &str) -> TargetConfig {
+        TargetConfig {
+            name: name.to_owned(),
+            alias: None,
+            luns: Vec::new(),
+            incoming: Vec::new(),
+            outgoing: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            params: ParamsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LunSpec {
+    pub number: u64,
+    /// A file or block device path, or `mem:SIZE` (e.g. `mem:256M`).
+    pub path: String,
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default = "yes")]
+    pub write_cache: bool,
+    #[serde(default = "yes")]
+    pub thin_provisioning: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// IET's ScsiId: the device identifier in VPD 83h derives from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scsi_id: Option<String>,
+    /// Creates a regular file of this size when `path` does not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_size: Option<u64>,
+}
+
+impl LunSpec {
+    pub fn new(number: u64, path: &str) -> LunSpec {
+        LunSpec {
+            number,
+            path: path.to_owned(),
+            block_size: default_block_size(),
+            read_only: false,
+            write_cache: true,
+            thin_provisioning: true,
+            serial: None,
+            scsi_id: None,
+            create_size: None,
+        }
+    }
+}
+
+fn default_block_size() -> u32 {
+    512
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{}:{line}: {reason}", path.display())]
+    At {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_toml(path: &std::path::Path, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a TOML file or an IET ietd.conf (detected from the content);
+    /// for the latter, initiators.allow and initiators.deny beside it apply.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.to_owned(),
+                source: e,
+            })
+        };
+        let text = read(path)?;
+        if !looks_like_ietd_conf(&text) {
+            return Config::from_toml(path, &text);
+        }
+        let mut cfg = parse_ietd_conf(path, &text)?;
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        for (name, allow) in [("initiators.allow", true), ("initiators.deny", false)] {
+            let p = dir.join(name);
+            if p.exists() {
+                apply_initiators_file(&mut cfg, &p, &read(&p)?, allow)?;
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for t in &self.targets {
+            if !crate::proto::names::valid_iscsi_name(&t.name) {
+                return Err(ConfigError::Invalid(format!(
+                    "target {:?}: not a valid iSCSI name",
+                    t.name
+                )));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "target {} is defined twice",
+                    t.name
+                )));
+            }
+            let mut luns = std::collections::HashSet::new();
+            for l in &t.luns {
+                if !luns.insert(l.number) {
+                    return Err(ConfigError::Invalid(format!(
+                        "target {}: LUN {} is defined twice",
+                        t.name, l.number
+                    )));
+                }
+                if l.block_size != 512 && l.block_size != 4096 {
+                    return Err(ConfigError::Invalid(format!(
+                        "target {} LUN {}: block size {} (512 or 4096)",
+                        t.name, l.number, l.block_size
+                    )));
+                }
+            }
+            t.params
+                .to_params()
+                .map_err(|e| ConfigError::Invalid(format!("target {}: {e}", t.name)))?;
+            for rule in t.allow.iter().chain(&t.deny) {
+                crate::target::acl::AclEntry::parse(rule)
+                    .map_err(|e| ConfigError::Invalid(format!("target {}: {e}", t.name)))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -14,7 +14,9 @@ pub(crate) const MAX_TRANSFER_BYTES: u32 = 32 << 20;
 pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 pub(crate) const MAX_UNMAP_BLOCKS: u32 = 0x0010_0000;
 /// MAXIMUM WRITE SAME LENGTH: bounds the work one command can cause.
-pub(crate) const MAX_WRITE_SAME_BLOCKS: u64 = 0x0001_0000;
+/// Below 65536 blocks: one WRITE SAME never needs a 4-byte length, and its
+/// non-unmap form stays within what one command may allocate.
+pub(crate) const MAX_WRITE_SAME_BLOCKS: u64 = 0xffff;
 
 pub(crate) fn max_transfer_blocks(block_size: u32) -> u32 {
     MAX_TRANSFER_BYTES / block_size

@@ -1,1 +1,246 @@
-//! target
+//! The live registry: targets and their LUNs, portals, access rules and the
+//! table of sessions by TSIH and by (initiator, ISID, target).
+
+pub mod acl;
+pub mod session;
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::proto::params::TargetParams;
+use crate::scsi::LogicalUnits;
+pub use acl::Acl;
+use session::Session;
+
+/// A CHAP user name and secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChapAccount {
+    pub user: String,
+    pub secret: String,
+}
+
+/// Per-target settings an admin can change at runtime.
+#[derive(Debug, Clone, Default)]
+pub struct TargetSettings {
+    pub alias: Option<String>,
+    /// CHAP accounts an initiator may authenticate as; empty: no CHAP.
+    pub incoming: Vec<ChapAccount>,
+    /// The account the target answers mutual CHAP with.
+    pub outgoing: Option<ChapAccount>,
+    pub acl: Acl,
+    /// Negotiation limits, NOP timers and the command window.
+    pub params: TargetParams,
+}
+
+impl TargetSettings {
+    /// Idle time before a NOP-In ping; `None` disables pings.
+    pub fn nop_interval(&self) -> Option<Duration> {
+        (self.params.nop_interval_secs > 0)
+            .then(|| Duration::from_secs(u64::from(self.params.nop_interval_secs)))
+    }
+
+    pub fn nop_timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.params.nop_timeout_secs.max(1)))
+    }
+}
+
+#[derive(Debug)]
+pub struct Target {
+    /// IET's target id, shown in the /proc formats.
+    pub tid: u32,
+    pub name: String,
+    pub tpgt: u16,
+    pub luns: Arc<LogicalUnits>,
+    pub settings: RwLock<TargetSettings>,
+    /// How each LUN was configured, for `ietadm save` and views.
+    pub lun_specs: Mutex<BTreeMap<u64, crate::config::LunSpec>>,
+    /// Commands of every session this target has had.
+    pub stats: stats::CommandStats,
+}
+
+impl Target {
+    pub fn new(name: &str, settings: TargetSettings) -> Target {
+        Target {
+            tid: 0,
+            name: name.to_owned(),
+            tpgt: 1,
+            luns: Arc::new(LogicalUnits::new()),
+            settings: RwLock::new(settings),
+            lun_specs: Mutex::new(BTreeMap::new()),
+            stats: stats::CommandStats::default(),
+        }
+    }
+
+    pub fn settings(&self) -> TargetSettings {
+        self.settings.read().expect("settings lock").clone()
+    }
+}
+
+/// A listening address, and the address advertised for it in SendTargets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Portal {
+    pub listen: SocketAddr,
+    pub advertise: Option<SocketAddr>,
+}
+
+/// Why a session could not be created or joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BindError {
+    #[error("no session with that TSIH")]
+    SessionDoesNotExist,
+    #[error("the session has its maximum number of connections")]
+    TooManyConnections,
+}
+
+#[derive(Debug, Default)]
+struct SessionTable {
+    by_tsih: HashMap<u16, Arc<Session>>,
+    next_tsih: u16,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    targets: RwLock<BTreeMap<String, Arc<Target>>>,
+    sessions: Mutex<SessionTable>,
+    portals: RwLock<Vec<Portal>>,
+    nexus_ids: AtomicU64,
+    /// CHAP for discovery sessions; empty: none required.
+    pub discovery_incoming: RwLock<Vec<ChapAccount>>,
+    pub discovery_outgoing: RwLock<Option<ChapAccount>>,
+    /// The eBPF data plane, once the daemon has started it.
+    pub dataplane: std::sync::OnceLock<Arc<crate::dataplane::Dataplane>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds a target under a fresh tid; `None` when the name is taken.
+    pub fn add_target(&self, mut target: Target) -> Option<Arc<Target>> {
+        let mut targets = self.targets.write().expect("targets lock");
+        if targets.contains_key(&target.name) {
+            return None;
+        }
+        target.tid = targets.values().map(|t| t.tid).max().unwrap_or(0) + 1;
+        let target = Arc::new(target);
+        targets.insert(target.name.clone(), target.clone());
+        Some(target)
+    }
+
+    pub fn remove_target(&self, name: &str) -> Option<Arc<Target>> {
+        self.targets.write().expect("targets lock").remove(name)
+    }
+
+    pub fn target(&self, name: &str) -> Option<Arc<Target>> {
+        self.targets
+            .read()
+            .expect("targets lock")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn targets(&self) -> Vec<Arc<Target>> {
+        self.targets
+            .read()
+            .expect("targets lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn set_portals(&self, portals: Vec<Portal>) {
+        *self.portals.write().expect("portals lock") = portals;
+    }
+
+    pub fn portals(&self) -> Vec<Portal> {
+        self.portals.read().expect("portals lock").clone()
+    }
+
+    pub fn next_nexus_id(&self) -> u64 {
+        self.nexus_ids.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a new session under a fresh TSIH, first closing any
+    /// session with the same initiator, ISID and target (session
+    /// reinstatement, RFC 7143 §6.3.5). Returns the TSIH and the old session.
+    pub fn insert_session(
+        &self,
+        make: impl FnOnce(u16) -> Arc<Session>,
+    ) -> (Arc<Session>, Option<Arc<Session>>) {
+        let mut table = self.sessions.lock().expect("sessions lock");
+        let tsih = loop {
+            table.next_tsih = table.next_tsih.wrapping_add(1);
+            let t = table.next_tsih;
+            if t != 0 && !table.by_tsih.contains_key(&t) {
+                break t;
+            }
+        };
+        let session = make(tsih);
+        let target_name = session.target().map(|t| t.name.clone());
+        let old_tsih = table.by_tsih.iter().find_map(|(t, s)| {
+            (s.id.initiator_name == session.id.initiator_name
+                && s.id.isid == session.id.isid
+                && s.target().map(|t| t.name.clone()) == target_name)
+                .then_some(*t)
+        });
+        let old = old_tsih.and_then(|t| table.by_tsih.remove(&t));
+        table.by_tsih.insert(tsih, session.clone());
+        (session, old)
+    }
+
+    pub fn session(&self, tsih: u16) -> Option<Arc<Session>> {
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .by_tsih
+            .get(&tsih)
+            .cloned()
+    }
+
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .by_tsih
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The live connection with these addresses, if any.
+    pub fn connection(&self, local: SocketAddr, peer: SocketAddr) -> Option<session::ConnHandle> {
+        let norm = |a: SocketAddr| match a {
+            SocketAddr::V6(v6) => v6
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(a, |v4| SocketAddr::new(v4.into(), v6.port())),
+            v4 @ SocketAddr::V4(_) => v4,
+        };
+        let (local, peer) = (norm(local), norm(peer));
+        self.sessions().iter().find_map(|s| {
+            s.connections
+                .lock()
+                .expect("conn lock")
+                .values()
+                .find(|c| norm(c.local) == local && norm(c.peer) == peer)
+                .cloned()
+        })
+    }
+
+    /// Forgets a session (its last connection ended).
+    pub fn remove_session(&self, session: &Arc<Session>) {
+        let mut table = self.sessions.lock().expect("sessions lock");
+        if table
+            .by_tsih
+            .get(&session.id.tsih)
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            table.by_tsih.remove(&session.id.tsih);
+        }
+    }
+}

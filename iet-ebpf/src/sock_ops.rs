@@ -1,0 +1,236 @@
+//! sock_ops: finds connections to our portals, tunes them as IET's kernel
+//! module did (TCP_NODELAY, buffer sizes), puts them in the sockhash, and
+//! keeps their TCP state, RTT and retransmits; closes and retransmits are
+//! reported to the daemon through the ring buffer.
+
+use aya_ebpf::bindings::{
+    BPF_ANY, BPF_NOEXIST, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+    BPF_SOCK_OPS_RETRANS_CB, BPF_SOCK_OPS_RETRANS_CB_FLAG, BPF_SOCK_OPS_RTO_CB,
+    BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+    BPF_SOCK_OPS_STATE_CB_FLAG,
+};
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_setsockopt};
+use aya_ebpf::macros::sock_ops;
+use aya_ebpf::programs::SockOpsContext;
+use iet_common::{
+    ConnEvent, ConnKey, ConnRecord, EVENT_CLOSED, EVENT_RETRANSMIT, EVENT_RTO, PortalConfig,
+    PortalKey, ROLE_INITIATOR, ROLE_TARGET,
+};
+
+use crate::maps::{CONNECTIONS, EVENTS, PORTALS, SOCKETS, count};
+
+const AF_INET: u32 = 2;
+const SOL_SOCKET: i32 = 1;
+const SO_SNDBUF: i32 = 7;
+const SO_RCVBUF: i32 = 8;
+const SOL_TCP: i32 = 6;
+const TCP_NODELAY: i32 = 1;
+const TCP_NOTSENT_LOWAT: i32 = 25;
+
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_FIN_WAIT1: u32 = 4;
+const TCP_CLOSE: u32 = 7;
+const TCP_CLOSE_WAIT: u32 = 8;
+
+#[sock_ops]
+pub fn iet_sock_ops(ctx: SockOpsContext) -> u32 {
+    match try_sock_ops(&ctx) {
+        Ok(()) | Err(()) => 1,
+    }
+}
+
+fn key_of(ctx: &SockOpsContext) -> ConnKey {
+    ConnKey {
+        local_addr: ctx.local_ip4().to_ne_bytes(),
+        remote_addr: ctx.remote_ip4().to_ne_bytes(),
+        local_port: ctx.local_port() as u16,
+        // remote_port holds the network-order port in its upper half.
+        remote_port: u32::from_be(ctx.remote_port()) as u16,
+    }
+}
+
+/// The portal config for an address, exact or wildcard (0.0.0.0).
+fn portal(addr: [u8; 4], port: u16) -> Option<PortalConfig> {
+    let exact = PortalKey {
+        addr,
+        port,
+        pad: 0,
+    };
+    // SAFETY: read-only copy of a map value.
+    if let Some(cfg) = unsafe { PORTALS.get(&exact) } {
+        return Some(*cfg);
+    }
+    let any = PortalKey {
+        addr: [0; 4],
+        port,
+        pad: 0,
+    };
+    // SAFETY: as above.
+    unsafe { PORTALS.get(&any) }.copied()
+}
+
+fn setsockopt(ctx: &SockOpsContext, level: i32, name: i32, value: u32) {
+    let mut v = value;
+    // SAFETY: ctx.ops is the program's context; the value lives on our stack.
+    unsafe {
+        bpf_setsockopt(ctx.ops.cast(), level, name, (&raw mut v).cast(), 4);
+    }
+}
+
+fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
+    if ctx.family() != AF_INET {
+        return Ok(());
+    }
+    match ctx.op() {
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            let key = key_of(ctx);
+            let Some(cfg) = portal(key.local_addr, key.local_port) else {
+                return Ok(());
+            };
+            // IET set TCP_NODELAY on every connection it took over.
+            setsockopt(ctx, SOL_TCP, TCP_NODELAY, 1);
+            if cfg.sndbuf > 0 {
+                setsockopt(ctx, SOL_SOCKET, SO_SNDBUF, cfg.sndbuf);
+            }
+            if cfg.rcvbuf > 0 {
+                setsockopt(ctx, SOL_SOCKET, SO_RCVBUF, cfg.rcvbuf);
+            }
+            if cfg.notsent_lowat > 0 {
+                setsockopt(ctx, SOL_TCP, TCP_NOTSENT_LOWAT, cfg.notsent_lowat);
+            }
+            track(ctx, key, ROLE_TARGET);
+            count(|c| &mut c.accepted, 1);
+        }
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
+            let key = key_of(ctx);
+            if portal(key.remote_addr, key.remote_port).is_none() {
+                return Ok(());
+            }
+            track(ctx, key, ROLE_INITIATOR);
+            count(|c| &mut c.initiator_connections, 1);
+        }
+        BPF_SOCK_OPS_STATE_CB => on_state(ctx, ctx.arg(1)),
+        BPF_SOCK_OPS_RTT_CB => {
+            if let Some(rec) = CONNECTIONS.get_ptr_mut(key_of(ctx)) {
+                // SAFETY: a live map value; plain stores of gauges.
+                unsafe {
+                    (*rec).srtt_us = (*ctx.ops).srtt_us >> 3;
+                    refresh(ctx, &mut *rec);
+                }
+            }
+        }
+        BPF_SOCK_OPS_RETRANS_CB => on_retransmit(ctx, EVENT_RETRANSMIT),
+        BPF_SOCK_OPS_RTO_CB => on_retransmit(ctx, EVENT_RTO),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Starts tracking a socket: sockhash entry, record, callbacks.
+fn track(ctx: &SockOpsContext, mut key: ConnKey, role: u32) {
+    // SAFETY: the context pointer is the kernel's bpf_sock_ops.
+    let ops = unsafe { &mut *ctx.ops };
+    let _ = SOCKETS.update(&mut key, ops, u64::from(BPF_ANY));
+    // SAFETY: helper call with no memory arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let rec = ConnRecord {
+        role,
+        state: TCP_ESTABLISHED,
+        established_ns: now,
+        updated_ns: now,
+        ..ConnRecord::default()
+    };
+    if CONNECTIONS
+        .insert(&key, &rec, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // Either present (a reused 4-tuple) or the table is full.
+        if CONNECTIONS.insert(&key, &rec, u64::from(BPF_ANY)).is_err() {
+            count(|c| &mut c.table_full, 1);
+        }
+    }
+    let _ = ctx.set_cb_flags(
+        (BPF_SOCK_OPS_STATE_CB_FLAG
+            | BPF_SOCK_OPS_RTT_CB_FLAG
+            | BPF_SOCK_OPS_RETRANS_CB_FLAG
+            | BPF_SOCK_OPS_RTO_CB_FLAG) as i32,
+    );
+}
+
+/// Copies the TCP counters the context exposes into the record.
+///
+/// # Safety
+/// `ctx.ops` must be the program's context.
+unsafe fn refresh(ctx: &SockOpsContext, rec: &mut ConnRecord) {
+    // SAFETY: reading context fields the verifier allows for sock_ops.
+    let ops = unsafe { &*ctx.ops };
+    rec.bytes_received = ops.bytes_received;
+    rec.bytes_acked = ops.bytes_acked;
+    rec.segs_in = u64::from(ops.segs_in);
+    rec.segs_out = u64::from(ops.segs_out);
+    rec.retransmits = u64::from(ops.total_retrans);
+    // SAFETY: helper call with no memory arguments.
+    rec.updated_ns = unsafe { bpf_ktime_get_ns() };
+}
+
+fn emit(kind: u32, key: ConnKey, rec: &ConnRecord, state: u32) {
+    let Some(mut slot) = EVENTS.reserve(0) else {
+        count(|c| &mut c.events_dropped, 1);
+        return;
+    };
+    slot.write(ConnEvent {
+        kind,
+        state,
+        role: rec.role,
+        srtt_us: rec.srtt_us,
+        key,
+        pad: 0,
+        retransmits: rec.retransmits,
+        // SAFETY: helper call with no memory arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    slot.submit(0);
+}
+
+fn on_state(ctx: &SockOpsContext, new_state: u32) {
+    let key = key_of(ctx);
+    let Some(rec) = CONNECTIONS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a live map value.
+    let snapshot = unsafe {
+        (*rec).state = new_state;
+        refresh(ctx, &mut *rec);
+        *rec
+    };
+    match new_state {
+        TCP_CLOSE_WAIT | TCP_FIN_WAIT1 => emit(EVENT_CLOSED, key, &snapshot, new_state),
+        TCP_CLOSE => {
+            emit(EVENT_CLOSED, key, &snapshot, new_state);
+            let _ = CONNECTIONS.remove(key);
+            count(|c| &mut c.closed, 1);
+        }
+        _ => {}
+    }
+}
+
+fn on_retransmit(ctx: &SockOpsContext, kind: u32) {
+    let key = key_of(ctx);
+    let Some(rec) = CONNECTIONS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a live map value, updated under the socket lock.
+    let snapshot = unsafe {
+        if kind == EVENT_RTO {
+            (*rec).rto_events += 1;
+        }
+        refresh(ctx, &mut *rec);
+        *rec
+    };
+    if kind == EVENT_RTO {
+        count(|c| &mut c.rto_events, 1);
+    } else {
+        count(|c| &mut c.retransmits, 1);
+    }
+    emit(kind, key, &snapshot, snapshot.state);
+}

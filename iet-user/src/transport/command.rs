@@ -1,0 +1,377 @@
+//! SCSI commands in the full-feature phase: Data-Out collection with R2Ts,
+//! execution on the blocking pool, Data-In and the SCSI Response.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tracing::debug;
+
+use super::writer::{ConnTx, StatSnMode};
+use crate::proto::datain::DataInSegments;
+use crate::proto::pdu::{
+    DataIn, DataInStatus, R2t, RESPONSE_COMPLETED, Residual, ScsiCommand, ScsiResponse,
+};
+use crate::proto::task::{R2tRequest, WriteTask};
+use crate::scsi::{CommandOutcome, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus, TaskAttr};
+use crate::target::session::Session;
+use crate::target::stats::CommandKind;
+
+/// Largest write we buffer for one command. Block limits VPD advertises less.
+pub const MAX_WRITE_BUFFER: u32 = 32 << 20;
+
+/// What a command needs after its PDU is gone.
+#[derive(Debug, Clone)]
+pub struct CommandInfo {
+    pub itt: u32,
+    pub lun: u64,
+    pub cdb: Vec<u8>,
+    pub attr: TaskAttr,
+    pub read: bool,
+    pub write: bool,
+    pub expected_len: u32,
+    /// Data-Out length the CDB implies (SPDTL), for write residuals.
+    pub data_out_len: Option<u64>,
+}
+
+impl CommandInfo {
+    pub fn from_pdu(cmd: &ScsiCommand) -> CommandInfo {
+        CommandInfo {
+            itt: cmd.itt,
+            lun: cmd.lun,
+            cdb: cmd.cdb().to_vec(),
+            attr: match cmd.attr {
+                0 => TaskAttr::Untagged,
+                2 => TaskAttr::Ordered,
+                3 => TaskAttr::HeadOfQueue,
+                4 => TaskAttr::Aca,
+                _ => TaskAttr::Simple,
+            },
+            read: cmd.read,
+            write: cmd.write,
+            expected_len: cmd.expected_data_transfer_length,
+            data_out_len: None,
+        }
+    }
+
+    /// The 64-bit LUN field as a flat LUN number (SAM-5 §4.7.3: peripheral
+    /// and flat addressing).
+    pub fn lun_number(&self) -> u64 {
+        decode_lun(self.lun)
+    }
+}
+
+/// Decodes the first level of a SAM LUN (peripheral or flat addressing).
+pub fn decode_lun(raw: u64) -> u64 {
+    let top = (raw >> 48) as u16;
+    match top >> 14 {
+        0 => u64::from(top & 0xff),
+        1 => u64::from(top & 0x3fff),
+        // Other methods name LUNs we never report: keep them distinct.
+        _ => raw,
+    }
+}
+
+/// A write waiting for its Data-Out.
+#[derive(Debug)]
+pub struct PendingWrite {
+    pub info: CommandInfo,
+    pub task: WriteTask,
+    /// `None` when the data will be discarded (the command fails anyway).
+    pub buffer: Option<Vec<u8>>,
+    pub verdict: Option<EarlyVerdict>,
+    pub aborted: Arc<AtomicBool>,
+}
+
+/// A command answered without running it, once its data has been taken.
+#[derive(Debug, Clone)]
+pub struct EarlyVerdict {
+    pub sense: Vec<u8>,
+    pub residual: Residual,
+}
+
+/// Fixed-format sense for errors the transport detects itself.
+pub fn fixed_sense(key: u8, asc: u8, ascq: u8) -> Vec<u8> {
+    let mut s = vec![0; 18];
+    s[0] = 0x70;
+    s[2] = key;
+    s[7] = 10;
+    s[12] = asc;
+    s[13] = ascq;
+    s
+}
+
+/// Everything a running command needs to answer.
+#[derive(Clone)]
+pub struct ExecContext {
+    pub session: Arc<Session>,
+    pub luns: Arc<LogicalUnits>,
+    pub nexus: ItNexus,
+    pub tx: ConnTx,
+    /// The initiator's MaxRecvDataSegmentLength on this connection.
+    pub max_send_segment: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl ExecContext {
+    /// Runs the command on the blocking pool and sends Data-In and status.
+    pub async fn execute(
+        self,
+        info: CommandInfo,
+        data_out: Vec<u8>,
+        aborted: Arc<AtomicBool>,
+        exp_data_sn: u32,
+    ) {
+        let luns = self.luns.clone();
+        let nexus = self.nexus.clone();
+        let job = info.clone();
+        let started = std::time::Instant::now();
+        let out_len = data_out.len() as u64;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut data_in = Vec::new();
+            let req = ScsiRequest {
+                nexus: &nexus,
+                lun: job.lun_number(),
+                cdb: &job.cdb,
+                attr: job.attr,
+                expected_data_in_len: job.expected_len,
+            };
+            let outcome = luns.execute(&req, &data_out, &mut data_in);
+            (outcome, data_in)
+        })
+        .await;
+        let (outcome, data_in) = result.unwrap_or_else(|e| {
+            tracing::error!(itt = info.itt, "command panicked: {e}");
+            (
+                CommandOutcome {
+                    status: ScsiStatus::CheckCondition,
+                    // HARDWARE ERROR, INTERNAL TARGET FAILURE.
+                    sense: Some(fixed_sense(0x04, 0x44, 0x00)),
+                },
+                Vec::new(),
+            )
+        });
+        let kind = match (info.read, info.write) {
+            (true, _) => CommandKind::Read,
+            (false, true) => CommandKind::Write,
+            _ => CommandKind::Other,
+        };
+        let bytes = if info.write {
+            out_len
+        } else {
+            data_in.len() as u64
+        };
+        let ok = outcome.status == ScsiStatus::Good;
+        let took = started.elapsed();
+        self.session.stats.record(kind, bytes, ok, took);
+        if let Some(t) = self.session.target() {
+            t.stats.record(kind, bytes, ok, took);
+        }
+        self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
+            .await;
+    }
+
+    /// Sends a command's answer unless it was aborted, then frees its slot.
+    pub async fn finish(
+        &self,
+        info: &CommandInfo,
+        aborted: &AtomicBool,
+        outcome: &CommandOutcome,
+        data_in: Vec<u8>,
+        exp_data_sn: u32,
+    ) {
+        if aborted.load(Ordering::Acquire) {
+            debug!(itt = info.itt, "aborted: no response");
+            self.session.window.complete();
+            return;
+        }
+        self.session.tasks.remove(info.itt);
+        self.session.window.complete();
+        send_result(
+            &self.tx,
+            info,
+            outcome,
+            data_in,
+            exp_data_sn,
+            self.max_send_segment.load(Ordering::Acquire),
+            self.session.params.max_burst_length,
+        )
+        .await;
+    }
+
+    /// Answers a command that was not run (residual mismatch, oversize).
+    pub async fn answer_early(
+        &self,
+        info: &CommandInfo,
+        aborted: &AtomicBool,
+        verdict: EarlyVerdict,
+        exp_data_sn: u32,
+    ) {
+        if aborted.load(Ordering::Acquire) {
+            self.session.window.complete();
+            return;
+        }
+        self.session.tasks.remove(info.itt);
+        self.session.window.complete();
+        let resp = ScsiResponse {
+            response: RESPONSE_COMPLETED,
+            status: ScsiStatus::CheckCondition as u8,
+            itt: info.itt,
+            exp_data_sn,
+            residual: verdict.residual,
+            ..ScsiResponse::default()
+        };
+        self.tx
+            .send(
+                resp.encode(),
+                sense_segment(Some(&verdict.sense)),
+                StatSnMode::Advance,
+            )
+            .await;
+    }
+}
+
+/// The SCSI Response data segment: SenseLength then the sense bytes.
+pub fn sense_segment(sense: Option<&[u8]>) -> Bytes {
+    match sense {
+        Some(s) if !s.is_empty() => {
+            let mut b = BytesMut::with_capacity(2 + s.len());
+            b.put_u16(s.len() as u16);
+            b.put_slice(s);
+            b.freeze()
+        }
+        _ => Bytes::new(),
+    }
+}
+
+async fn send_result(
+    tx: &ConnTx,
+    info: &CommandInfo,
+    outcome: &CommandOutcome,
+    data_in: Vec<u8>,
+    mut exp_data_sn: u32,
+    max_segment: u32,
+    max_burst: u32,
+) {
+    let produced = data_in.len() as u64;
+    let expected = u64::from(info.expected_len);
+    let (sent_len, residual) = if info.read {
+        (
+            produced.min(expected) as usize,
+            Residual::of(expected, produced),
+        )
+    } else if info.write {
+        // FCP-4 §9.4.2: a mismatch is reported, not refused; the SCSI layer
+        // wrote what arrived up to the CDB's length.
+        (
+            0,
+            info.data_out_len
+                .map_or(Residual::None, |s| Residual::of(expected, s)),
+        )
+    } else {
+        (
+            0,
+            if produced > 0 {
+                Residual::Overflow(produced.min(u64::from(u32::MAX)) as u32)
+            } else {
+                Residual::None
+            },
+        )
+    };
+    let good = outcome.status == ScsiStatus::Good && outcome.sense.is_none();
+    if sent_len > 0 {
+        let data = Bytes::from(data_in);
+        let mut data_sn = 0u32;
+        for seg in DataInSegments::new(sent_len, max_segment as usize, max_burst as usize) {
+            // Status rides in the last Data-In when nothing else must be said.
+            let status = (seg.last && good).then_some(DataInStatus {
+                status: outcome.status as u8,
+                stat_sn: 0,
+                residual,
+            });
+            let pdu = DataIn {
+                final_bit: seg.final_of_sequence,
+                lun: info.lun,
+                itt: info.itt,
+                ttt: 0xffff_ffff,
+                data_sn,
+                buffer_offset: seg.offset as u32,
+                status,
+                ..DataIn::default()
+            };
+            let mode = if status.is_some() {
+                StatSnMode::Advance
+            } else {
+                StatSnMode::Reserved
+            };
+            if !tx
+                .send(
+                    pdu.encode(),
+                    data.slice(seg.offset..seg.offset + seg.len),
+                    mode,
+                )
+                .await
+            {
+                return;
+            }
+            data_sn = data_sn.wrapping_add(1);
+        }
+        exp_data_sn = data_sn;
+        if good {
+            return;
+        }
+    }
+    let resp = ScsiResponse {
+        response: RESPONSE_COMPLETED,
+        status: outcome.status as u8,
+        itt: info.itt,
+        exp_data_sn,
+        residual,
+        ..ScsiResponse::default()
+    };
+    tx.send(
+        resp.encode(),
+        sense_segment(outcome.sense.as_deref()),
+        StatSnMode::Advance,
+    )
+    .await;
+}
+
+/// Sends the R2Ts a write is ready for.
+pub async fn send_r2ts(tx: &ConnTx, info: &CommandInfo, task: &mut WriteTask, next_ttt: &mut u32) {
+    let mut reqs: Vec<R2tRequest> = Vec::new();
+    task.next_r2ts(
+        || {
+            *next_ttt = next_ttt.wrapping_add(1);
+            if *next_ttt == 0xffff_ffff {
+                *next_ttt = 1;
+            }
+            *next_ttt
+        },
+        |r| reqs.push(r),
+    );
+    for r in reqs {
+        let pdu = R2t {
+            lun: info.lun,
+            itt: info.itt,
+            ttt: r.ttt,
+            r2t_sn: r.r2t_sn,
+            buffer_offset: r.buffer_offset,
+            desired_data_transfer_length: r.desired_data_transfer_length,
+            ..R2t::default()
+        };
+        tx.send(pdu.encode(), Bytes::new(), StatSnMode::Current)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lun_addressing() {
+        assert_eq!(decode_lun(0), 0);
+        assert_eq!(decode_lun(0x0003_0000_0000_0000), 3);
+        assert_eq!(decode_lun(0x4123_0000_0000_0000), 0x123);
+    }
+}

@@ -1,0 +1,127 @@
+//! Installs what building and testing need, idempotently: Debian's Rust
+//! (for the eBPF target), bpf-linker, test tools, and a bpffs mount.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Debian packages for building the eBPF object.
+pub const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev"];
+/// Debian packages the end-to-end tests and benchmarks use.
+pub const TEST_PACKAGES: &[&str] = &["libiscsi-bin", "bpftool", "tgt", "iperf3"];
+pub const BPF_LINKER_VERSION: &str = "0.13";
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn step(title: &str) {
+    println!("\n==> {title}");
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// Installs the Debian packages that are missing (root only).
+pub fn apt(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        println!("Debian packages present: {}", packages.join(" "));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {missing:?}; install them as root (apt-get install -y {})",
+            missing.join(" ")
+        );
+    }
+    println!("installing {}", missing.join(" "));
+    let env = [("DEBIAN_FRONTEND", "noninteractive")];
+    run(Command::new("apt-get").arg("update").arg("-q").envs(env)).context("apt-get update")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .envs(env))
+    .context("apt-get install")
+}
+
+/// Installs bpf-linker from crates.io against Debian's LLVM 22.
+pub fn bpf_linker() -> anyhow::Result<()> {
+    let have = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if have.contains(&format!("bpf-linker {BPF_LINKER_VERSION}")) {
+        println!("{}", have.trim());
+        return Ok(());
+    }
+    println!("installing bpf-linker {BPF_LINKER_VERSION}");
+    run(Command::new(cargo())
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            &format!("~{BPF_LINKER_VERSION}"),
+        ])
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+    .context("cargo install bpf-linker")
+}
+
+/// Mounts bpffs at /sys/fs/bpf when it is not mounted (root only).
+pub fn bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        return Ok(());
+    }
+    if !is_root() {
+        println!("note: /sys/fs/bpf is not mounted and we are not root; eBPF will be unavailable");
+        return Ok(());
+    }
+    std::fs::create_dir_all("/sys/fs/bpf").ok();
+    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])).context("mounting bpffs")
+}
+
+/// Everything a build needs.
+pub fn for_build() -> anyhow::Result<()> {
+    step("prerequisites");
+    if Path::new("/usr/bin/rustc").exists() && installed("rust-web-src") {
+        println!("Debian rustc present");
+    } else {
+        apt(BUILD_PACKAGES)?;
+    }
+    bpf_linker()?;
+    bpffs()
+}
+
+/// Everything the tests need.
+pub fn for_test() -> anyhow::Result<()> {
+    for_build()?;
+    apt(TEST_PACKAGES)
+}
+
+/// The cargo that runs xtask.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs a command, failing with its exit status.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
