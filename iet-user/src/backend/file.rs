@@ -1,5 +1,7 @@
 //! Regular-file and block-device backing store: positional I/O on one `File`.
-//! Files are sparse; discard punches holes. Block devices use BLKGETSIZE64/BLKDISCARD.
+//! Files are sparse; discard punches holes. Block devices use BLKGETSIZE64 and a zeroing
+//! discard (punch hole, else BLKZEROOUT): plain BLKDISCARD does not promise zeros, and
+//! we report LBPRZ. FUA writes use pwritev2(RWF_DSYNC), falling back to pwrite + fdatasync.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -10,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BackendError, BlockBackend, Extent, check_range};
 
-// linux/fs.h: _IOR(0x12, 114, size_t) and _IO(0x12, 119).
+// linux/fs.h: _IOR(0x12, 114, size_t) and _IO(0x12, 127).
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-const BLKDISCARD: libc::c_ulong = 0x1277;
+const BLKZEROOUT: libc::c_ulong = 0x127f;
 
 #[derive(Debug)]
 pub struct FileBackend {
@@ -56,6 +58,42 @@ impl FileBackend {
             is_block_device,
             size: AtomicU64::new(size),
         })
+    }
+
+    /// One durable write: the data is on stable storage when this returns.
+    fn write_dsync(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &buf[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_ptr().cast_mut().cast(),
+                iov_len: rest.len(),
+            };
+            let pos = i64::try_from(offset + done as u64)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            // SAFETY: one iovec describing `rest`, which outlives the call; the kernel only
+            // reads from it (pwritev2 never writes through iov_base).
+            let n = unsafe {
+                libc::pwritev2(
+                    self.file.as_raw_fd(),
+                    &raw const iov,
+                    1,
+                    pos,
+                    libc::RWF_DSYNC,
+                )
+            };
+            match n {
+                n if n > 0 => done += n.cast_unsigned(),
+                0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                _ => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), BackendError> {
@@ -104,6 +142,12 @@ impl BlockBackend for FileBackend {
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
         check_range(offset, buf.len() as u64, self.size())?;
+        if fua {
+            match self.write_dsync(buf, offset) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {}
+                other => return other.map_err(|e| BackendError::io("pwritev2 RWF_DSYNC", e)),
+            }
+        }
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| BackendError::io("pwrite", e))?;
@@ -126,15 +170,6 @@ impl BlockBackend for FileBackend {
                 size: self.size(),
             });
         };
-        if self.is_block_device {
-            let range: [u64; 2] = [offset, len];
-            // SAFETY: BLKDISCARD reads two u64s (start, length) from the pointer, valid for the call.
-            let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKDISCARD, range.as_ptr()) };
-            if rc < 0 {
-                return Err(BackendError::io("BLKDISCARD", io::Error::last_os_error()));
-            }
-            return Ok(());
-        }
         // SAFETY: fallocate takes plain integers and an fd we own.
         let rc = unsafe {
             libc::fallocate(
@@ -146,6 +181,15 @@ impl BlockBackend for FileBackend {
         };
         if rc < 0 {
             let err = io::Error::last_os_error();
+            if self.is_block_device {
+                let range: [u64; 2] = [offset, len];
+                // SAFETY: BLKZEROOUT reads two u64s (start, length) from the pointer, valid for the call.
+                let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKZEROOUT, range.as_ptr()) };
+                if rc < 0 {
+                    return Err(BackendError::io("BLKZEROOUT", io::Error::last_os_error()));
+                }
+                return Ok(());
+            }
             if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
                 // No hole punching here: zeroing keeps "reads as zero" true.
                 let zeros = vec![0u8; 1 << 20];

@@ -56,6 +56,9 @@ pub mod op {
 pub mod sa {
     pub const READ_CAPACITY_16: u8 = 0x10;
     pub const GET_LBA_STATUS: u8 = 0x12;
+    pub const SANITIZE_OVERWRITE: u8 = 0x01;
+    pub const SANITIZE_BLOCK_ERASE: u8 = 0x02;
+    pub const SANITIZE_EXIT_FAILURE_MODE: u8 = 0x1f;
     pub const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0c;
     pub const REPORT_SUPPORTED_TMF: u8 = 0x0d;
 }
@@ -462,6 +465,10 @@ impl Cdb {
                 format: c[1] & 0x07,
                 alloc_len: be(&c[6..10]) as u32,
             },
+            // SBC-4 §5.28: byte 1 bit 6 and bytes 2-6 are reserved.
+            op::SANITIZE if c[1] & 0x40 != 0 || c[2..7].iter().any(|&b| b != 0) => {
+                return Err(BadField);
+            }
             op::SANITIZE => Self::Sanitize {
                 immed: bit(c[1], 7),
                 ause: bit(c[1], 5),

@@ -105,7 +105,24 @@ pub(crate) static OPCODES: &[OpInfo] = &[
     e(op::READ_DEFECT_DATA_10, "READ DEFECT DATA(10)", Read),
     e(op::WRITE_SAME_10, "WRITE SAME(10)", Write),
     e(op::UNMAP, "UNMAP", Write),
-    e(op::SANITIZE, "SANITIZE", Write),
+    sa_e(
+        op::SANITIZE,
+        sa::SANITIZE_OVERWRITE,
+        "SANITIZE OVERWRITE",
+        Write,
+    ),
+    sa_e(
+        op::SANITIZE,
+        sa::SANITIZE_BLOCK_ERASE,
+        "SANITIZE BLOCK ERASE",
+        Write,
+    ),
+    sa_e(
+        op::SANITIZE,
+        sa::SANITIZE_EXIT_FAILURE_MODE,
+        "SANITIZE EXIT FAILURE MODE",
+        Write,
+    ),
     e(op::MODE_SELECT_10, "MODE SELECT(10)", Write),
     e(op::RESERVE_10, "RESERVE(10)", Write),
     reserve_ok(e(op::RELEASE_10, "RELEASE(10)", Write)),
@@ -228,6 +245,13 @@ pub(crate) fn execute(
         if !exempt && let Some(ua) = st.ua.take(req.nexus.id) {
             return check(ua.into(), st.mode.d_sense);
         }
+        // SBC-4 §4.11.2: while sanitizing, only the UA-exempt commands are served.
+        if !exempt && st.sanitizing {
+            return check(
+                SenseReason::NotReadySanitizeInProgress.into(),
+                st.mode.d_sense,
+            );
+        }
         (
             st.capacity_blocks,
             st.read_only || st.mode.swp,
@@ -321,9 +345,7 @@ fn run(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             page,
             alloc_len,
         } => spc::inquiry(ctx, evpd, page, alloc_len),
-        Cdb::ReportLuns { select, alloc_len } => {
-            spc::report_luns(ctx.units, ctx.data_in, select, alloc_len)
-        }
+        Cdb::ReportLuns { select, alloc_len } => spc::report_luns_on_lu(ctx, select, alloc_len),
         Cdb::ModeSense { .. } => super::mode::mode_sense(ctx, cdb),
         Cdb::ModeSelect { .. } => super::mode::mode_select(ctx, cdb),
         Cdb::Reserve => spc::reserve(ctx),
@@ -352,7 +374,8 @@ pub(crate) fn data_out_len(raw: &[u8], block_size: u64) -> Option<u64> {
             3 => Some(block_size),
             _ => None,
         },
-        Cdb::CompareAndWrite(rw) => Some(2 * blocks(rw.blocks)),
+        // Zero blocks with Data-Out is diagnosed by COMPARE AND WRITE itself.
+        Cdb::CompareAndWrite(rw) => (rw.blocks > 0).then(|| 2 * blocks(rw.blocks)),
         Cdb::WriteSame { ndob, .. } => (!ndob).then_some(block_size),
         Cdb::ModeSelect { param_len, .. }
         | Cdb::PrOut { param_len, .. }

@@ -37,6 +37,8 @@ pub(crate) struct LuState {
     pub(crate) mode: ModeState,
     /// Nexuses with PREVENT MEDIUM REMOVAL in effect.
     pub(crate) prevent: HashSet<u64>,
+    /// A SANITIZE is running: other commands get NOT READY, SANITIZE IN PROGRESS.
+    pub(crate) sanitizing: bool,
 }
 
 impl Lu {
@@ -74,6 +76,7 @@ impl Lu {
                 pr,
                 mode: ModeState::new(cfg.write_cache),
                 prevent: HashSet::new(),
+                sanitizing: false,
             }),
             io_lock: RwLock::new(()),
         })
@@ -142,9 +145,9 @@ impl Lu {
         let mut st = self.lock();
         st.reservation = None;
         st.prevent.clear();
+        // Every nexus hears about the reset, the one that asked included: multipath
+        // initiators check each path (libiscsi MultipathIO.Reset).
         st.ua.touch(by);
-        // Every I_T nexus, the requester's included, learns of the reset
-        // (SAM-5 §6.3; multipath initiators rely on it).
         st.ua.establish_others(None, reason);
     }
 

@@ -188,6 +188,20 @@ impl LogicalUnits {
             .collect()
     }
 
+    /// SPC-5 §6.29: REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED for the nexus on every LU.
+    pub(crate) fn luns_reported(&self, nexus: &ItNexus) {
+        for lu in self
+            .luns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+        {
+            lu.lock()
+                .ua
+                .clear(nexus.id, SenseReason::ReportedLunsDataChanged);
+        }
+    }
+
     /// Add a logical unit; existing nexuses get REPORTED LUNS DATA HAS CHANGED.
     pub fn add_lun(&self, lun: u64, cfg: LunConfig) -> Result<(), ScsiError> {
         if lun > MAX_LUN {
@@ -282,7 +296,7 @@ impl LogicalUnits {
     }
 
     /// LOGICAL UNIT RESET (SAM-5 §7.7): clears RESERVE reservations (not PR) and PREVENT,
-    /// and establishes BUS DEVICE RESET FUNCTION OCCURRED for the other nexuses.
+    /// and establishes BUS DEVICE RESET FUNCTION OCCURRED for every nexus (`by` included).
     pub fn lun_reset(&self, lun: u64, by: &ItNexus) {
         if let Some(lu) = self.get(lun) {
             lu.reset(by, SenseReason::BusDeviceResetOccurred);

@@ -113,6 +113,10 @@ impl PrState {
         !self.registrations.is_empty() || self.reservation.is_some()
     }
 
+    pub(crate) fn is_registered(&self, n: &ItNexus) -> bool {
+        self.registration(n).is_some()
+    }
+
     pub(crate) fn has_reservation(&self) -> bool {
         self.reservation.is_some()
     }

@@ -182,8 +182,87 @@ pub(crate) fn execute(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             put(ctx.data_in, d, alloc_len);
             Ok(())
         }
+        Cdb::Sanitize {
+            service_action,
+            param_len,
+            ..
+        } => sanitize(ctx, service_action, param_len),
         _ => Err(SenseReason::InvalidCommandOperationCode.into()),
     }
+}
+
+/// Bytes written per SANITIZE OVERWRITE/BLOCK ERASE request (a multiple of both block sizes).
+const SANITIZE_CHUNK: usize = 1 << 20;
+
+/// SANITIZE (SBC-4 §5.28): OVERWRITE with a pattern, BLOCK ERASE, EXIT FAILURE MODE.
+/// Runs to completion before status (IMMED is honoured as "done when status arrives").
+fn sanitize(ctx: &mut Ctx<'_>, service_action: u8, param_len: u32) -> Exec {
+    use super::cdb::sa;
+    ctx.check_writable()?;
+    let bs = ctx.bs() as usize;
+    let pattern = match service_action {
+        sa::SANITIZE_OVERWRITE => {
+            // Parameter list (SBC-4 §5.28.3): INVERT/TEST/OWCOUNT, length, pattern.
+            let p = ctx
+                .data_out
+                .get(..param_len as usize)
+                .ok_or(SenseReason::ParameterListLengthError)?;
+            let [b0, _, l0, l1, pattern @ ..] = p else {
+                return Err(SenseReason::ParameterListLengthError.into());
+            };
+            let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+            if b0 & 0x60 != 0
+                || b0.trailing_zeros() >= 5
+                || len == 0
+                || len > bs
+                || len != pattern.len()
+            {
+                return Err(SenseReason::InvalidFieldInParameterList.into());
+            }
+            Some(pattern.to_vec())
+        }
+        sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_EXIT_FAILURE_MODE => {
+            if param_len != 0 {
+                return Err(SenseReason::InvalidFieldInCdb.into());
+            }
+            if service_action == sa::SANITIZE_EXIT_FAILURE_MODE {
+                return Ok(());
+            }
+            None
+        }
+        _ => return Err(SenseReason::InvalidFieldInCdb.into()),
+    };
+    ctx.lock().sanitizing = true;
+    let result = sanitize_medium(ctx, pattern.as_deref());
+    ctx.lock().sanitizing = false;
+    result
+}
+
+fn sanitize_medium(ctx: &Ctx<'_>, pattern: Option<&[u8]>) -> Exec {
+    let _io = ctx.exclusive_io();
+    let total = ctx.capacity_blocks * ctx.bs();
+    if pattern.is_none() && ctx.lu.thin {
+        ctx.backend()
+            .discard(0, total)
+            .map_err(|e| io_fail(Dir::Write, &e))?;
+        return flush(ctx);
+    }
+    // A pattern shorter than a block repeats from the start of every block.
+    let bs = ctx.bs() as usize;
+    let block: Vec<u8> = match pattern {
+        Some(p) => p.iter().copied().cycle().take(bs).collect(),
+        None => vec![0u8; bs],
+    };
+    let buf = block.repeat(SANITIZE_CHUNK / bs);
+    let mut pos = 0u64;
+    while pos < total {
+        let n = (total - pos).min(buf.len() as u64) as usize;
+        ctx.backend()
+            .write_at(&buf[..n], pos, false)
+            .map_err(|e| io_fail(Dir::Write, &e))?;
+        pos += n as u64;
+    }
+    flush(ctx)
 }
 
 fn read(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
@@ -382,8 +461,8 @@ fn compare_and_write(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
     let (offset, len) = ctx.check_rw(rw)?;
     ctx.check_writable()?;
     if len == 0 {
-        // Zero blocks transfer nothing; data sent anyway means the CDB
-        // cannot be what the initiator meant (a block count that wrapped).
+        // NUMBER OF LOGICAL BLOCKS is one byte: Data-Out here means the initiator
+        // meant more than 255 blocks (beyond MAXIMUM COMPARE AND WRITE LENGTH).
         return if ctx.data_out.is_empty() {
             Ok(())
         } else {

@@ -81,7 +81,11 @@ pub(crate) fn no_lun(
             put(data_in, &[0x7f, page, 0, 0], alloc_len);
             Ok(())
         }
-        Cdb::ReportLuns { select, alloc_len } => report_luns(units, data_in, select, alloc_len),
+        Cdb::ReportLuns { select, alloc_len } => {
+            let r = report_luns(units, data_in, select, alloc_len);
+            units.luns_reported(req.nexus);
+            r
+        }
         Cdb::RequestSense { desc, alloc_len } => {
             put(
                 data_in,
@@ -150,6 +154,13 @@ pub(crate) fn report_luns(
     Ok(())
 }
 
+/// REPORT LUNS addressed to an existing LU.
+pub(crate) fn report_luns_on_lu(ctx: &mut Ctx<'_>, select: u8, alloc_len: u32) -> Exec {
+    report_luns(ctx.units, ctx.data_in, select, alloc_len)?;
+    ctx.units.luns_reported(ctx.nexus);
+    Ok(())
+}
+
 /// REQUEST SENSE (SPC-5 §6.39): reports and clears a pending unit attention.
 pub(crate) fn request_sense(ctx: &mut Ctx<'_>, desc: bool, alloc_len: u32) {
     let pending = ctx.lock().ua.take(ctx.nexus.id);
@@ -176,8 +187,14 @@ pub(crate) fn reserve(ctx: &mut Ctx<'_>) -> Exec {
 /// RELEASE(6/10): releasing a reservation held by someone else is a no-op (SPC-2 §7.17).
 pub(crate) fn release(ctx: &mut Ctx<'_>) -> Exec {
     let mut st = ctx.lock();
+    // CRH = 1 (SPC-5 §5.13.3): under a persistent reservation RELEASE does nothing
+    // for a registered nexus and conflicts for others.
     if st.pr.has_reservation() {
-        return Err(Fail::ReservationConflict);
+        return if st.pr.is_registered(ctx.nexus) {
+            Ok(())
+        } else {
+            Err(Fail::ReservationConflict)
+        };
     }
     if st.reservation == Some(ctx.nexus.id) {
         st.reservation = None;

@@ -158,11 +158,14 @@ fn unit_attention_lifecycle() {
     assert_eq!(sense_code(&d), (0, 0, 0));
     rig.units.add_lun(1, mem_lun(1 << 20)).expect("add lun 1");
     assert_eq!(rig.check(&rig.a, &TUR, &[]), (6, 0x3f, 0x0e));
-    // LUN reset: every nexus sees BUS DEVICE RESET FUNCTION OCCURRED, the
-    // one that asked included (libiscsi's MultipathIO.Reset checks both).
+    // REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED without reporting it.
+    rig.units.remove_lun(1).expect("remove lun 1");
+    rig.ok(&rig.a, &[0xa0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], &[]);
+    rig.ok(&rig.a, &TUR, &[]);
+    assert_eq!(rig.check(&rig.b, &TUR, &[]), (6, 0x3f, 0x0e));
+    // LUN reset: UA on every path, the one that asked included.
     rig.units.lun_reset(0, &rig.a);
     assert_eq!(rig.check(&rig.a, &TUR, &[]), (6, 0x29, 0x03));
-    rig.ok(&rig.a, &TUR, &[]);
     assert_eq!(rig.check(&rig.b, &TUR, &[]), (6, 0x29, 0x03));
     // Nexus loss forgets state: the next session starts with POWER ON again.
     rig.units.nexus_loss(&rig.a);
@@ -673,5 +676,59 @@ proptest! {
         cdb.extend_from_slice(&rest);
         let _ = rig.cmd(&rig.a, &cdb, &out);
         let _ = rig.cmd(&rig.b, &cdb, &out);
+    }
+}
+
+#[test]
+fn sanitize_overwrite_and_block_erase() {
+    let rig = Rig::new();
+    rig.ok(&rig.a, &write10(8191, 1, false), &[1; 512]);
+    let mut p = vec![0x01, 0, 0, 4];
+    p.extend_from_slice(b"abcd");
+    rig.ok(&rig.a, &[0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0], &p);
+    let d = rig.ok(&rig.a, &read10(8191, 1), &[]);
+    assert_eq!(&d[..8], b"abcdabcd");
+    // Reserved CDB bits and unsupported service actions.
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x41, 0, 0, 0, 0, 0, 0, 8, 0], &p),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x01, 0, 3, 0, 0, 0, 0, 8, 0], &p),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0], &[]),
+        INVALID_FIELD
+    );
+    assert_eq!(
+        rig.check(&rig.a, &[0x48, 0x1f, 0, 0, 0, 0, 0, 0, 8, 0], &[0; 8]),
+        INVALID_FIELD
+    );
+    rig.ok(&rig.a, &[0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    rig.ok(&rig.a, &[0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
+    assert_eq!(rig.ok(&rig.a, &read10(8191, 1), &[]), vec![0; 512]);
+}
+
+#[test]
+fn scsi_stays_sans_io() {
+    // STYLE.md: scsi/ maps bytes and state to bytes and state; files and sockets live at the edges.
+    let sources = [
+        ("cdb.rs", include_str!("cdb.rs")),
+        ("dispatch.rs", include_str!("dispatch.rs")),
+        ("lun.rs", include_str!("lun.rs")),
+        ("mod.rs", include_str!("mod.rs")),
+        ("mode.rs", include_str!("mode.rs")),
+        ("pr.rs", include_str!("pr.rs")),
+        ("sbc.rs", include_str!("sbc.rs")),
+        ("sense.rs", include_str!("sense.rs")),
+        ("spc.rs", include_str!("spc.rs")),
+        ("ua.rs", include_str!("ua.rs")),
+        ("vpd.rs", include_str!("vpd.rs")),
+    ];
+    for (name, src) in sources {
+        for banned in ["tokio", "std::net", "std::fs"] {
+            assert!(!src.contains(banned), "{name} mentions {banned}");
+        }
     }
 }

@@ -40,6 +40,13 @@ impl UnitAttentions {
         self.nexuses.get_mut(&nexus)?.pending.pop_front()
     }
 
+    /// Drop one pending condition (REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED).
+    pub(crate) fn clear(&mut self, nexus: u64, r: SenseReason) {
+        if let Some(entry) = self.nexuses.get_mut(&nexus) {
+            entry.pending.retain(|&p| p != r);
+        }
+    }
+
     pub(crate) fn forget(&mut self, nexus: u64) {
         self.nexuses.remove(&nexus);
     }

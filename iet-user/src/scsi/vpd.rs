@@ -7,8 +7,9 @@ use super::sense::SenseReason;
 /// Supported pages, ascending (SPC-5 §7.7.16 requires the order).
 const PAGES: [u8; 7] = [0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2];
 
-/// Largest transfer we accept in one command, in bytes.
-pub(crate) const MAX_TRANSFER_BYTES: u32 = 8 << 20;
+/// Largest transfer we accept in one command, in bytes: the transport's write buffer
+/// limit, and what libiscsi's 65536-block WRITE SAME tests need at 512-byte blocks.
+pub(crate) const MAX_TRANSFER_BYTES: u32 = 32 << 20;
 /// Limits for UNMAP (SBC-4 §6.6.4).
 pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
 pub(crate) const MAX_UNMAP_BLOCKS: u32 = 0x0010_0000;
@@ -109,6 +110,7 @@ pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
         0xb1 => {
             let mut b = vec![0u8; 0x3c];
             b[0..2].copy_from_slice(&1u16.to_be_bytes()); // non-rotating medium
+            b[3] = 0x40; // WABEREQ 01b: reads after a block erase succeed
             with_header(0xb1, &b)
         }
         0xb2 => {
