@@ -226,7 +226,7 @@ impl Conn {
         }
     }
 
-    fn track(&mut self, bhs: &Bhs) {
+    pub fn track(&mut self, bhs: &Bhs) {
         let op = bhs.opcode();
         let has_sn = match op {
             Some(Opcode::DataIn) => bhs.0[1] & 0x01 != 0,

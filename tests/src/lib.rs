@@ -3,4 +3,10 @@
 pub mod initiator;
 pub mod inprocess;
 pub mod libiscsi;
+pub mod load;
 pub mod process;
+
+/// Whether the initiator may send another non-immediate command.
+pub fn initiator_window_open(c: &initiator::Conn) -> bool {
+    iet::proto::seq::le(c.cmd_sn, c.max_cmd_sn)
+}

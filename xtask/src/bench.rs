@@ -1,14 +1,607 @@
-//! `cargo xtask bench`: the workspace's Criterion benchmarks.
+//! `cargo xtask bench [--smoke]`: ietd against tgt on the same machine,
+//! same backing-file size and page-cache state, alternating runs; the
+//! loopback TCP ceiling (iperf3) in the same run; ietd's eBPF variants
+//! side by side. Writes target/bench/results.{md,json} and an SVG plot.
+//! `--smoke` runs every workload for about a second (CI), no thresholds.
 
-use std::process::Command;
+#![allow(
+    clippy::cast_precision_loss,
+    reason = "rates and plot coordinates for humans"
+)]
+
+use std::fmt::Write as _;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
 
 use crate::prereq::{self, run, step};
 
+const IQN: &str = "iqn.2026-11.io.iet:bench";
+const TGT_IQN: &str = "iqn.2026-11.io.tgt:bench";
+const IET_PORT: u16 = 3271;
+const TGT_PORT: u16 = 3272;
+const TGT_CONTROL_PORT: &str = "3273";
+const IPERF_PORT: &str = "3274";
+const LUN_BYTES: u64 = 1 << 30;
+
+#[derive(Clone, Copy)]
+enum Tool {
+    /// libiscsi's iscsi-perf: (blocks per request, random).
+    IscsiPerf(u32, bool),
+    /// our iet-load: (pattern, io size).
+    Load(&'static str, u32),
+}
+
+#[derive(Clone, Copy)]
+struct Case {
+    name: &'static str,
+    tool: Tool,
+    qd: usize,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "4K random read (iscsi-perf)",
+        tool: Tool::IscsiPerf(8, true),
+        qd: 32,
+    },
+    Case {
+        name: "128K sequential read (iscsi-perf)",
+        tool: Tool::IscsiPerf(256, false),
+        qd: 32,
+    },
+    Case {
+        name: "4K random write",
+        tool: Tool::Load("randwrite", 4096),
+        qd: 32,
+    },
+    Case {
+        name: "4K random write",
+        tool: Tool::Load("randwrite", 4096),
+        qd: 1,
+    },
+    Case {
+        name: "4K 70/30 mix",
+        tool: Tool::Load("mix70", 4096),
+        qd: 32,
+    },
+    Case {
+        name: "4K 70/30 mix",
+        tool: Tool::Load("mix70", 4096),
+        qd: 1,
+    },
+    Case {
+        name: "1M sequential write",
+        tool: Tool::Load("seqwrite", 1 << 20),
+        qd: 32,
+    },
+    Case {
+        name: "1M sequential write",
+        tool: Tool::Load("seqwrite", 1 << 20),
+        qd: 1,
+    },
+    Case {
+        name: "4K random read",
+        tool: Tool::Load("randread", 4096),
+        qd: 1,
+    },
+];
+
+const EBPF_CASES: &[Case] = &[
+    Case {
+        name: "4K random read",
+        tool: Tool::Load("randread", 4096),
+        qd: 1,
+    },
+    Case {
+        name: "4K random read",
+        tool: Tool::Load("randread", 4096),
+        qd: 32,
+    },
+    Case {
+        name: "128K sequential read",
+        tool: Tool::Load("seqread", 128 * 1024),
+        qd: 1,
+    },
+    Case {
+        name: "128K sequential read",
+        tool: Tool::Load("seqread", 128 * 1024),
+        qd: 32,
+    },
+];
+
+#[derive(Clone, Copy, Default, serde::Serialize)]
+struct Sample {
+    iops: f64,
+    mib_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn prefill(path: &Path) -> anyhow::Result<()> {
+    // Same size and fully written for both targets, then both are read
+    // once so the page cache holds them alike.
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let chunk = vec![0x42u8; 1 << 20];
+    let mut w = std::io::BufWriter::new(f);
+    for _ in 0..(LUN_BYTES >> 20) {
+        std::io::Write::write_all(&mut w, &chunk)?;
+    }
+    std::io::Write::flush(&mut w)?;
+    Ok(())
+}
+
+fn start_ietd(root: &Path, image: &Path, ebpf: &str, dir: &Path) -> anyhow::Result<Daemon> {
+    let log = std::fs::File::create(dir.join(format!("ietd-{ebpf}.log")))?;
+    let child = Command::new(root.join("target/release/ietd"))
+        .args([
+            "--portal",
+            &format!("127.0.0.1:{IET_PORT}"),
+            "--target",
+            IQN,
+            "--lun",
+        ])
+        .arg(image)
+        .args(["--ebpf", ebpf, "--control"])
+        .arg(dir.join("ietd.sock"))
+        .args(["--pin-dir", "/sys/fs/bpf/iet-bench"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting ietd")?;
+    let d = Daemon(child);
+    wait_port(IET_PORT)?;
+    Ok(d)
+}
+
+fn start_tgt(image: &Path) -> anyhow::Result<Daemon> {
+    let child = Command::new("tgtd")
+        .args([
+            "-f",
+            "-C",
+            TGT_CONTROL_PORT,
+            "--iscsi",
+            &format!("portal=127.0.0.1:{TGT_PORT}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting tgtd (Debian package tgt)")?;
+    let d = Daemon(child);
+    wait_port(TGT_PORT)?;
+    let adm = |args: &[&str]| {
+        run(Command::new("tgtadm")
+            .args(["-C", TGT_CONTROL_PORT, "--lld", "iscsi"])
+            .args(args))
+    };
+    adm(&[
+        "--mode", "target", "--op", "new", "--tid", "1", "-T", TGT_IQN,
+    ])?;
+    adm(&[
+        "--mode",
+        "logicalunit",
+        "--op",
+        "new",
+        "--tid",
+        "1",
+        "--lun",
+        "1",
+        "-b",
+        image.to_str().unwrap_or(""),
+    ])?;
+    adm(&[
+        "--mode", "target", "--op", "bind", "--tid", "1", "-I", "ALL",
+    ])?;
+    Ok(d)
+}
+
+fn iscsi_perf(
+    url: &str,
+    blocks: u32,
+    random: bool,
+    qd: usize,
+    seconds: u32,
+) -> anyhow::Result<Sample> {
+    let mut cmd = Command::new("iscsi-perf");
+    cmd.args([
+        "-m",
+        &qd.to_string(),
+        "-b",
+        &blocks.to_string(),
+        "-t",
+        &seconds.to_string(),
+    ]);
+    if random {
+        cmd.arg("-r");
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .context("iscsi-perf (Debian package libiscsi-bin)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "... iops average 56098 (219 MB/s)" is the last report.
+    let avg = text
+        .rsplit("iops average ")
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .with_context(|| format!("no average in iscsi-perf output: {text}"))?;
+    Ok(Sample {
+        iops: avg,
+        mib_per_s: avg * f64::from(blocks) * 512.0 / f64::from(1u32 << 20),
+        ..Sample::default()
+    })
+}
+
+fn iet_load(
+    root: &Path,
+    (port, iqn, lun): (u16, &str, u64),
+    pattern: &str,
+    size: u32,
+    qd: usize,
+    seconds: f64,
+) -> anyhow::Result<Sample> {
+    let out = Command::new(root.join("target/release/iet-load"))
+        .args([
+            "--portal",
+            &format!("127.0.0.1:{port}"),
+            "--target",
+            iqn,
+            "--lun",
+            &lun.to_string(),
+        ])
+        .args([
+            "--pattern",
+            pattern,
+            "--io-size",
+            &size.to_string(),
+            "--qd",
+            &qd.to_string(),
+        ])
+        .args(["--seconds", &seconds.to_string()])
+        .output()
+        .context("running iet-load")?;
+    if !out.status.success() {
+        bail!("iet-load: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iet-load JSON")?;
+    let f = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let u = |k: &str| v[k].as_u64().unwrap_or(0);
+    Ok(Sample {
+        iops: f("iops"),
+        mib_per_s: f("mib_per_s"),
+        p50_us: u("p50_us"),
+        p99_us: u("p99_us"),
+        p999_us: u("p999_us"),
+    })
+}
+
+fn measure(root: &Path, case: &Case, on_tgt: bool, seconds: u32) -> anyhow::Result<Sample> {
+    let (port, iqn, lun) = if on_tgt {
+        (TGT_PORT, TGT_IQN, 1)
+    } else {
+        (IET_PORT, IQN, 0)
+    };
+    match case.tool {
+        Tool::IscsiPerf(blocks, random) => iscsi_perf(
+            &format!("iscsi://127.0.0.1:{port}/{iqn}/{lun}"),
+            blocks,
+            random,
+            case.qd,
+            seconds,
+        ),
+        Tool::Load(pattern, size) => iet_load(
+            root,
+            (port, iqn, lun),
+            pattern,
+            size,
+            case.qd,
+            f64::from(seconds),
+        ),
+    }
+}
+
+fn median(mut v: Vec<Sample>) -> Sample {
+    v.sort_by(|a, b| a.iops.total_cmp(&b.iops));
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn loopback_ceiling(seconds: u32) -> anyhow::Result<f64> {
+    let server = Command::new("iperf3")
+        .args(["-s", "-1", "-p", IPERF_PORT])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("iperf3 (Debian package iperf3)")?;
+    let _server = Daemon(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("iperf3")
+        .args([
+            "-c",
+            "127.0.0.1",
+            "-p",
+            IPERF_PORT,
+            "-J",
+            "-t",
+            &seconds.to_string(),
+        ])
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 result")?;
+    Ok(bps / 8.0 / f64::from(1u32 << 20))
+}
+
+fn label(c: &Case) -> String {
+    format!("{} QD{}", c.name, c.qd)
+}
+
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let (seconds, rounds) = if smoke { (1, 1) } else { (5, 3) };
     prereq::for_test()?;
-    step("cargo bench");
-    run(Command::new(prereq::cargo())
-        .current_dir(crate::root())
-        .args(["bench", "--workspace"])
-        .args(args))
+    let root = crate::root();
+    step("building release binaries (ietd, iet-load)");
+    run(Command::new(prereq::cargo()).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "iet-user",
+        "-p",
+        "iet-tests",
+        "--bins",
+    ]))?;
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let iet_img = out_dir.join("iet.img");
+    let tgt_img = out_dir.join("tgt.img");
+    step("preparing two 1 GiB backing files");
+    prefill(&iet_img)?;
+    prefill(&tgt_img)?;
+
+    step("loopback TCP ceiling (iperf3)");
+    let ceiling = loopback_ceiling(if smoke { 1 } else { 5 })?;
+    println!("loopback: {ceiling:.0} MiB/s");
+
+    step("ietd vs tgt, alternating runs");
+    let ietd = start_ietd(&root, &iet_img, "off", &out_dir)?;
+    let tgt = start_tgt(&tgt_img)?;
+    let mut rows = Vec::new();
+    for case in CASES {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            a.push(measure(&root, case, false, seconds)?);
+            b.push(measure(&root, case, true, seconds)?);
+        }
+        let (a, b) = (median(a), median(b));
+        println!(
+            "{:40} ietd {:>9.0} IOPS  tgt {:>9.0} IOPS  ratio {:.2}",
+            label(case),
+            a.iops,
+            b.iops,
+            a.iops / b.iops.max(1.0)
+        );
+        rows.push((label(case), a, b));
+    }
+    drop(tgt);
+    drop(ietd);
+
+    step("ietd's eBPF variants");
+    let mut ebpf_rows = Vec::new();
+    if prereq::is_root() {
+        let variants: [Variant; 4] = [
+            ("--ebpf off", "off", None),
+            ("sock_ops", "on", None),
+            ("sock_ops + accounting", "on", Some(("true", "false"))),
+            ("sock_ops + redirect", "on", Some(("false", "true"))),
+        ];
+        for (name, mode, flags) in variants {
+            let d = start_ietd(&root, &iet_img, mode, &out_dir)?;
+            if let Some((acct, redir)) = flags {
+                run(Command::new(root.join("target/release/ietadm"))
+                    .arg("--control")
+                    .arg(out_dir.join("ietd.sock"))
+                    .args([
+                        "portal",
+                        "set",
+                        &format!("127.0.0.1:{IET_PORT}"),
+                        "--accounting",
+                        acct,
+                        "--redirect",
+                        redir,
+                    ]))?;
+            }
+            for case in EBPF_CASES {
+                let s = median(
+                    (0..rounds)
+                        .map(|_| measure(&root, case, false, seconds))
+                        .collect::<anyhow::Result<_>>()?,
+                );
+                println!(
+                    "{name:24} {:32} {:>9.0} IOPS p99 {} µs",
+                    label(case),
+                    s.iops,
+                    s.p99_us
+                );
+                ebpf_rows.push((name.to_owned(), label(case), s));
+            }
+            drop(d);
+        }
+    } else {
+        println!("not root: eBPF variants skipped");
+    }
+    write_reports(&out_dir, ceiling, &rows, &ebpf_rows, smoke)?;
+    println!("\nresults in {}", out_dir.display());
+    Ok(())
+}
+
+type Row = (String, Sample, Sample);
+/// A name, the --ebpf mode, and the (accounting, redirect) switches.
+type Variant = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
+
+fn write_reports(
+    dir: &Path,
+    ceiling: f64,
+    rows: &[Row],
+    ebpf: &[(String, String, Sample)],
+    smoke: bool,
+) -> anyhow::Result<()> {
+    let mut md = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "# iet vs tgt{}\n",
+        if smoke {
+            " (smoke run: not a measurement)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {} cores ({cpu}), kernel {}. Loopback TCP ceiling (iperf3): {ceiling:.0} MiB/s.\n",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    let _ = writeln!(
+        md,
+        "| workload | ietd IOPS | tgt IOPS | ietd/tgt | ietd MiB/s | % of loopback | ietd p50/p99/p99.9 µs | tgt p50/p99/p99.9 µs |"
+    );
+    let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+    for (name, a, b) in rows {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0}% | {}/{}/{} | {}/{}/{} |",
+            a.iops,
+            b.iops,
+            a.iops / b.iops.max(1.0),
+            a.mib_per_s,
+            100.0 * a.mib_per_s / ceiling.max(1.0),
+            a.p50_us,
+            a.p99_us,
+            a.p999_us,
+            b.p50_us,
+            b.p99_us,
+            b.p999_us
+        );
+    }
+    if !ebpf.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## ietd's eBPF variants\n\n| variant | workload | IOPS | MiB/s | p50/p99 µs |\n| --- | --- | ---: | ---: | --- |"
+        );
+        for (v, w, s) in ebpf {
+            let _ = writeln!(
+                md,
+                "| {v} | {w} | {:.0} | {:.0} | {}/{} |",
+                s.iops, s.mib_per_s, s.p50_us, s.p99_us
+            );
+        }
+    }
+    std::fs::write(dir.join("results.md"), &md)?;
+    let json = serde_json::json!({
+        "loopback_mib_per_s": ceiling,
+        "smoke": smoke,
+        "rows": rows.iter().map(|(n, a, b)| serde_json::json!({"workload": n, "ietd": a, "tgt": b})).collect::<Vec<_>>(),
+        "ebpf": ebpf.iter().map(|(v, w, s)| serde_json::json!({"variant": v, "workload": w, "result": s})).collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    std::fs::write(dir.join("iops.svg"), svg(rows))?;
+    print!("\n{md}");
+    Ok(())
+}
+
+/// Paired horizontal bars of IOPS per workload (ietd blue, tgt grey).
+fn svg(rows: &[Row]) -> String {
+    let max = rows
+        .iter()
+        .map(|(_, a, b)| a.iops.max(b.iops))
+        .fold(1.0, f64::max);
+    let (w, bar, gap, left) = (900.0, 14.0, 12.0, 330.0);
+    let h = rows.len() as f64 * (2.0 * bar + gap) + 40.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    );
+    let _ = writeln!(
+        s,
+        "<text x=\"10\" y=\"16\">IOPS per workload: ietd (blue) vs tgt (grey)</text>"
+    );
+    for (i, (name, a, b)) in rows.iter().enumerate() {
+        let y = 30.0 + i as f64 * (2.0 * bar + gap);
+        let scale = |v: f64| (w - left - 80.0) * v / max;
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{}\">{}</text>",
+            y + bar + 4.0,
+            name.replace('&', "&amp;")
+        );
+        let _ = writeln!(
+            s,
+            "<rect x=\"{left}\" y=\"{y}\" width=\"{:.1}\" height=\"{bar}\" fill=\"#2a6fdb\"/>",
+            scale(a.iops)
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\">{:.0}</text>",
+            left + scale(a.iops) + 4.0,
+            y + bar - 3.0,
+            a.iops
+        );
+        let _ = writeln!(
+            s,
+            "<rect x=\"{left}\" y=\"{}\" width=\"{:.1}\" height=\"{bar}\" fill=\"#999\"/>",
+            y + bar,
+            scale(b.iops)
+        );
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\">{:.0}</text>",
+            left + scale(b.iops) + 4.0,
+            y + 2.0 * bar - 3.0,
+            b.iops
+        );
+    }
+    s.push_str("</svg>\n");
+    s
 }

@@ -1,0 +1,63 @@
+//! iet-load: a pipelined iSCSI load generator (our Rust initiator), for
+//! benchmarks against ietd and tgt alike. Prints one JSON result.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use iet_tests::load::{Pattern, Workload, run};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: iet-load --portal ADDR:PORT --target IQN [--lun N] [--pattern randread|randwrite|mix70|seqread|seqwrite] [--io-size BYTES] [--qd N] [--sessions N] [--seconds N] [--span-mib N]";
+    let Some(portal) = args
+        .iter()
+        .position(|a| a == "--portal")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<SocketAddr>().ok())
+    else {
+        eprintln!("{usage}");
+        return std::process::ExitCode::FAILURE;
+    };
+    let target: String = arg(&args, "--target", String::new());
+    let pattern = match arg(&args, "--pattern", "randread".to_owned()).as_str() {
+        "randread" => Pattern::RandRead,
+        "randwrite" => Pattern::RandWrite,
+        "mix70" => Pattern::Mix70,
+        "seqread" => Pattern::SeqRead,
+        "seqwrite" => Pattern::SeqWrite,
+        other => {
+            eprintln!("unknown pattern {other}\n{usage}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let w = Workload {
+        portal,
+        target,
+        lun: arg(&args, "--lun", 0),
+        pattern,
+        block_size: 512,
+        io_size: arg(&args, "--io-size", 4096),
+        qd: arg(&args, "--qd", 32),
+        sessions: arg(&args, "--sessions", 1),
+        duration: Duration::from_secs_f64(arg(&args, "--seconds", 5.0)),
+        span_blocks: arg::<u64>(&args, "--span-mib", 512) * 2048,
+    };
+    match run(&w) {
+        Ok(r) => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iet-load: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
