@@ -237,49 +237,50 @@ pub(crate) fn execute(
     let Some(lu) = lu else {
         return spc::no_lun(units, req, data_in);
     };
+    // Decoding is pure; its verdict waits until pending unit attentions are reported.
+    let parsed = Cdb::parse(req.cdb);
     let start = data_in.len();
-    let (capacity_blocks, write_protected, wce, descriptor) = {
+    // One lock for the per-command state checks (the hot path takes it once).
+    let (cdb, capacity_blocks, write_protected, wce) = {
         let mut st = lu.lock();
+        let descriptor = st.mode.d_sense;
         st.ua.touch(req.nexus);
         let exempt = info.is_some_and(|i| i.ua_exempt);
         if !exempt && let Some(ua) = st.ua.take(req.nexus.id) {
-            return check(ua.into(), st.mode.d_sense);
+            return check(ua.into(), descriptor);
         }
         // SBC-4 §4.11.2: while sanitizing, only the UA-exempt commands are served.
         if !exempt && st.sanitizing {
-            return check(
-                SenseReason::NotReadySanitizeInProgress.into(),
-                st.mode.d_sense,
-            );
+            return check(SenseReason::NotReadySanitizeInProgress.into(), descriptor);
+        }
+        let Some(info) = info else {
+            // A known opcode with an unknown service action is a bad field, not a bad opcode.
+            let reason = match req.cdb.first() {
+                Some(&opcode) if has_service_actions(opcode) => SenseReason::InvalidFieldInCdb,
+                _ => SenseReason::InvalidCommandOperationCode,
+            };
+            return check(reason.into(), descriptor);
+        };
+        tracing::trace!(
+            command = info.name,
+            lun = req.lun,
+            nexus = req.nexus.id,
+            "scsi command"
+        );
+        let cdb = match parsed {
+            Ok(cdb) => cdb,
+            Err(r) => return check(r.into(), descriptor),
+        };
+        if let Err(f) = reservation_check(&st, req.nexus, info, &cdb) {
+            return outcome(f, descriptor);
         }
         (
+            cdb,
             st.capacity_blocks,
             st.read_only || st.mode.swp,
             st.mode.wce,
-            st.mode.d_sense,
         )
     };
-    let Some(info) = info else {
-        // A known opcode with an unknown service action is a bad field, not a bad opcode.
-        let reason = match req.cdb.first() {
-            Some(&opcode) if has_service_actions(opcode) => SenseReason::InvalidFieldInCdb,
-            _ => SenseReason::InvalidCommandOperationCode,
-        };
-        return check(reason.into(), descriptor);
-    };
-    tracing::trace!(
-        command = info.name,
-        lun = req.lun,
-        nexus = req.nexus.id,
-        "scsi command"
-    );
-    let cdb = match Cdb::parse(req.cdb) {
-        Ok(cdb) => cdb,
-        Err(r) => return check(r.into(), descriptor),
-    };
-    if let Err(f) = reservation_check(lu, req.nexus, info, &cdb) {
-        return outcome(f, descriptor);
-    }
     let mut ctx = Ctx {
         units,
         lu,
@@ -311,8 +312,7 @@ fn outcome(f: Fail, descriptor: bool) -> CommandOutcome {
     }
 }
 
-fn reservation_check(lu: &Lu, nexus: &ItNexus, info: &OpInfo, cdb: &Cdb) -> Exec {
-    let st = lu.lock();
+fn reservation_check(st: &LuState, nexus: &ItNexus, info: &OpInfo, cdb: &Cdb) -> Exec {
     // PR IN REPORT CAPABILITIES is the one PR command allowed (SPC-5 §5.13.3).
     let report_caps = matches!(
         cdb,

@@ -203,6 +203,11 @@ fn sanitize(ctx: &mut Ctx<'_>, service_action: u8, param_len: u32) -> Exec {
     let pattern = match service_action {
         sa::SANITIZE_OVERWRITE => {
             // Parameter list (SBC-4 §5.28.3): INVERT/TEST/OWCOUNT, length, pattern.
+            // A list that cannot hold 1..=block-size pattern bytes, and any inconsistent
+            // field in it, is reported against the CDB (as libiscsi's Sanitize tests expect).
+            if param_len <= 4 || param_len as usize > bs + 4 {
+                return Err(SenseReason::InvalidFieldInCdb.into());
+            }
             let p = ctx
                 .data_out
                 .get(..param_len as usize)
@@ -217,7 +222,7 @@ fn sanitize(ctx: &mut Ctx<'_>, service_action: u8, param_len: u32) -> Exec {
                 || len > bs
                 || len != pattern.len()
             {
-                return Err(SenseReason::InvalidFieldInParameterList.into());
+                return Err(SenseReason::InvalidFieldInCdb.into());
             }
             Some(pattern.to_vec())
         }

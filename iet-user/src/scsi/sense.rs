@@ -10,6 +10,7 @@ pub mod key {
     pub const ILLEGAL_REQUEST: u8 = 0x5;
     pub const UNIT_ATTENTION: u8 = 0x6;
     pub const DATA_PROTECT: u8 = 0x7;
+    pub const ABORTED_COMMAND: u8 = 0xb;
     pub const MISCOMPARE: u8 = 0xe;
 }
 
@@ -36,6 +37,10 @@ sense_reasons! {
     UnrecoveredReadError = (MEDIUM_ERROR, 0x11, 0x00),
     WriteError = (MEDIUM_ERROR, 0x0c, 0x00),
     InternalTargetFailure = (HARDWARE_ERROR, 0x44, 0x00),
+    /// For the transport: EDTL disagrees with the CDB (FCP-4 §9.4.2 b).
+    InvalidFieldInInformationUnit = (ILLEGAL_REQUEST, 0x0e, 0x03),
+    /// For the transport: a Data-Out sequence error (RFC 7143 §11.4.7.2).
+    DataPhaseError = (ABORTED_COMMAND, 0x4b, 0x00),
     ParameterListLengthError = (ILLEGAL_REQUEST, 0x1a, 0x00),
     InvalidCommandOperationCode = (ILLEGAL_REQUEST, 0x20, 0x00),
     LbaOutOfRange = (ILLEGAL_REQUEST, 0x21, 0x00),

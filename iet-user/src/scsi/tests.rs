@@ -732,3 +732,47 @@ fn scsi_stays_sans_io() {
         }
     }
 }
+
+#[test]
+fn register_and_move_hands_over_the_reservation() {
+    let rig = Rig::new();
+    let (a, b) = (&rig.a, &rig.b);
+    let (cdb, params) = pr_out(0, 0, 0, 0x11, false);
+    rig.ok(a, &cdb, &params);
+    let (cdb, params) = pr_out(1, 0x03, 0x11, 0, false);
+    rig.ok(a, &cdb, &params);
+    // TransportID format 01b naming B's initiator port.
+    let mut name = b.initiator_port.as_bytes().to_vec();
+    name.push(0);
+    name.resize(name.len().next_multiple_of(4), 0);
+    let mut tid = vec![0x45, 0];
+    tid.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    tid.extend_from_slice(&name);
+    let mut p = vec![0u8; 24];
+    p[0..8].copy_from_slice(&0x11u64.to_be_bytes());
+    p[8..16].copy_from_slice(&0x22u64.to_be_bytes());
+    p[17] = 0x02; // UNREG
+    p[18..20].copy_from_slice(&1u16.to_be_bytes());
+    p[20..24].copy_from_slice(&(tid.len() as u32).to_be_bytes());
+    p.extend_from_slice(&tid);
+    let len = p.len() as u32;
+    let mut cdb = [0x5f, 0x07, 0x03, 0, 0, 0, 0, 0, 0, 0];
+    cdb[5..9].copy_from_slice(&len.to_be_bytes());
+    rig.ok(a, &cdb, &p);
+    // B now holds Exclusive Access with key 0x22; A is gone.
+    let d = rig.ok(b, &pr_in(1), &[]);
+    assert_eq!(&d[8..16], &0x22u64.to_be_bytes());
+    assert_eq!(d[21], 0x03);
+    rig.ok(b, &read10(0, 1), &[]);
+    assert_eq!(
+        rig.status(a, &read10(0, 1), &[]),
+        ScsiStatus::ReservationConflict
+    );
+    let d = rig.ok(b, &pr_in(0), &[]);
+    assert_eq!(&d[4..8], &8u32.to_be_bytes());
+    // Moving to oneself is an invalid field in the parameter list.
+    let mut self_move = p.clone();
+    self_move[0..8].copy_from_slice(&0x22u64.to_be_bytes());
+    self_move[8..16].copy_from_slice(&0x33u64.to_be_bytes());
+    assert_eq!(rig.check(b, &cdb, &self_move), (5, 0x26, 0));
+}
