@@ -39,11 +39,7 @@ fn flags_for(key: &ConnKey, role: u32) -> u32 {
     } else {
         (key.remote_addr, key.remote_port)
     };
-    let exact = PortalKey {
-        addr,
-        port,
-        pad: 0,
-    };
+    let exact = PortalKey { addr, port, pad: 0 };
     let any = PortalKey {
         addr: [0; 4],
         port,

@@ -13,8 +13,8 @@ use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_setsockopt};
 use aya_ebpf::macros::sock_ops;
 use aya_ebpf::programs::SockOpsContext;
 use iet_common::{
-    ConnEvent, ConnKey, ConnRecord, EVENT_CLOSED, EVENT_RETRANSMIT, EVENT_RTO, PortalConfig,
-    PortalKey, ROLE_INITIATOR, ROLE_TARGET,
+    ConnEvent, ConnKey, ConnRecord, EVENT_CLOSED, EVENT_RETRANSMIT, EVENT_RTO, PORTAL_ACCOUNTING,
+    PORTAL_REDIRECT, PortalConfig, PortalKey, ROLE_INITIATOR, ROLE_TARGET,
 };
 
 use crate::maps::{CONNECTIONS, EVENTS, PORTALS, SOCKETS, count};
@@ -51,11 +51,7 @@ fn key_of(ctx: &SockOpsContext) -> ConnKey {
 
 /// The portal config for an address, exact or wildcard (0.0.0.0).
 fn portal(addr: [u8; 4], port: u16) -> Option<PortalConfig> {
-    let exact = PortalKey {
-        addr,
-        port,
-        pad: 0,
-    };
+    let exact = PortalKey { addr, port, pad: 0 };
     // SAFETY: read-only copy of a map value.
     if let Some(cfg) = unsafe { PORTALS.get(&exact) } {
         return Some(*cfg);
@@ -98,15 +94,20 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
             if cfg.notsent_lowat > 0 {
                 setsockopt(ctx, SOL_TCP, TCP_NOTSENT_LOWAT, cfg.notsent_lowat);
             }
-            track(ctx, key, ROLE_TARGET);
+            track(
+                ctx,
+                key,
+                ROLE_TARGET,
+                cfg.flags & (PORTAL_ACCOUNTING | PORTAL_REDIRECT) != 0,
+            );
             count(|c| &mut c.accepted, 1);
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
             let key = key_of(ctx);
-            if portal(key.remote_addr, key.remote_port).is_none() {
+            let Some(cfg) = portal(key.remote_addr, key.remote_port) else {
                 return Ok(());
-            }
-            track(ctx, key, ROLE_INITIATOR);
+            };
+            track(ctx, key, ROLE_INITIATOR, cfg.flags & PORTAL_REDIRECT != 0);
             count(|c| &mut c.initiator_connections, 1);
         }
         BPF_SOCK_OPS_STATE_CB => on_state(ctx, ctx.arg(1)),
@@ -126,11 +127,15 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// Starts tracking a socket: sockhash entry, record, callbacks.
-fn track(ctx: &SockOpsContext, mut key: ConnKey, role: u32) {
-    // SAFETY: the context pointer is the kernel's bpf_sock_ops.
-    let ops = unsafe { &mut *ctx.ops };
-    let _ = SOCKETS.update(&mut key, ops, u64::from(BPF_ANY));
+/// Starts tracking a socket: record and callbacks, and the sockhash entry
+/// (which puts sk_msg on its send path) only when a portal switch needs it:
+/// sk_msg has a cost even when it only passes.
+fn track(ctx: &SockOpsContext, mut key: ConnKey, role: u32, needs_sk_msg: bool) {
+    if needs_sk_msg {
+        // SAFETY: the context pointer is the kernel's bpf_sock_ops.
+        let ops = unsafe { &mut *ctx.ops };
+        let _ = SOCKETS.update(&mut key, ops, u64::from(BPF_ANY));
+    }
     // SAFETY: helper call with no memory arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let rec = ConnRecord {

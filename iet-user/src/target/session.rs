@@ -132,6 +132,21 @@ impl TaskTable {
         true
     }
 
+    /// A task completes: removes it if it is still this task (not aborted,
+    /// not replaced by a new command reusing the ITT). Whoever removes the
+    /// entry, completion or abort, is the one that answers.
+    pub fn complete(&self, itt: u32, task: &Arc<AtomicBool>) -> bool {
+        let mut tasks = self.tasks.lock().expect("task lock");
+        if tasks
+            .get(&itt)
+            .is_some_and(|e| Arc::ptr_eq(&e.aborted, task))
+        {
+            tasks.remove(&itt);
+            return true;
+        }
+        false
+    }
+
     pub fn remove(&self, itt: u32) -> Option<TaskEntry> {
         self.tasks.lock().expect("task lock").remove(&itt)
     }

@@ -174,18 +174,17 @@ impl ExecContext {
     pub async fn finish(
         &self,
         info: &CommandInfo,
-        aborted: &AtomicBool,
+        aborted: &Arc<AtomicBool>,
         outcome: &CommandOutcome,
         data_in: Vec<u8>,
         exp_data_sn: u32,
     ) {
-        if aborted.load(Ordering::Acquire) {
+        let owned = self.session.tasks.complete(info.itt, aborted);
+        self.session.window.complete();
+        if !owned || aborted.load(Ordering::Acquire) {
             debug!(itt = info.itt, "aborted: no response");
-            self.session.window.complete();
             return;
         }
-        self.session.tasks.remove(info.itt);
-        self.session.window.complete();
         send_result(
             &self.tx,
             info,
@@ -202,16 +201,15 @@ impl ExecContext {
     pub async fn answer_early(
         &self,
         info: &CommandInfo,
-        aborted: &AtomicBool,
+        aborted: &Arc<AtomicBool>,
         verdict: EarlyVerdict,
         exp_data_sn: u32,
     ) {
-        if aborted.load(Ordering::Acquire) {
-            self.session.window.complete();
+        let owned = self.session.tasks.complete(info.itt, aborted);
+        self.session.window.complete();
+        if !owned || aborted.load(Ordering::Acquire) {
             return;
         }
-        self.session.tasks.remove(info.itt);
-        self.session.window.complete();
         let resp = ScsiResponse {
             response: RESPONSE_COMPLETED,
             status: ScsiStatus::CheckCondition as u8,
