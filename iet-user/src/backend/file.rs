@@ -124,6 +124,9 @@ impl BlockBackend for FileBackend {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
         check_range(offset, buf.len() as u64, self.size())?;
+        if super::nowait::active() {
+            return self.read_nowait(buf, offset);
+        }
         // A short read means someone truncated the file underneath us: the rest is a hole.
         let mut done = 0;
         while done < buf.len() {
@@ -141,6 +144,7 @@ impl BlockBackend for FileBackend {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
+        refuse_in_attempt()?;
         check_range(offset, buf.len() as u64, self.size())?;
         if fua {
             match self.write_dsync(buf, offset) {
@@ -155,10 +159,12 @@ impl BlockBackend for FileBackend {
     }
 
     fn flush(&self) -> Result<(), BackendError> {
+        refuse_in_attempt()?;
         self.sync()
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        refuse_in_attempt()?;
         check_range(offset, len, self.size())?;
         if len == 0 {
             return Ok(());
@@ -296,6 +302,59 @@ impl BlockBackend for FileBackend {
         };
         // SAFETY: posix_fadvise takes plain integers and an fd we own; advice only.
         unsafe { libc::posix_fadvise(self.file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
+        Ok(())
+    }
+}
+
+/// Inside a non-blocking attempt only page-cache reads may run.
+fn refuse_in_attempt() -> Result<(), BackendError> {
+    if super::nowait::active() {
+        super::nowait::would_block();
+        return Err(BackendError::io(
+            "non-blocking attempt",
+            io::Error::from(io::ErrorKind::WouldBlock),
+        ));
+    }
+    Ok(())
+}
+
+impl FileBackend {
+    /// preadv2(RWF_NOWAIT): succeeds only from the page cache.
+    fn read_nowait(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+        use std::os::fd::AsRawFd;
+        let mut done = 0;
+        while done < buf.len() {
+            let iov = libc::iovec {
+                iov_base: buf[done..].as_mut_ptr().cast(),
+                iov_len: buf.len() - done,
+            };
+            let at = i64::try_from(offset + done as u64).unwrap_or(i64::MAX);
+            // SAFETY: one valid iovec over our buffer; the fd is ours.
+            let n = unsafe {
+                libc::preadv2(
+                    self.file.as_raw_fd(),
+                    &raw const iov,
+                    1,
+                    at,
+                    libc::RWF_NOWAIT,
+                )
+            };
+            match n {
+                0 => {
+                    buf[done..].fill(0);
+                    return Ok(());
+                }
+                n if n > 0 => done += n.cast_unsigned(),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    super::nowait::would_block();
+                    return Err(BackendError::io("preadv2 RWF_NOWAIT", e));
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -9,6 +9,8 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+pub mod nowait;
+
 pub use file::FileBackend;
 pub use memory::MemoryBackend;
 pub use pr_file::FilePrStore;

@@ -8,6 +8,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::debug;
 
 use super::writer::{ConnTx, StatSnMode};
+use crate::backend::nowait;
 use crate::proto::datain::DataInSegments;
 use crate::proto::pdu::{
     DataIn, DataInStatus, R2t, RESPONSE_COMPLETED, Residual, ScsiCommand, ScsiResponse,
@@ -59,6 +60,12 @@ impl CommandInfo {
     pub fn lun_number(&self) -> u64 {
         decode_lun(self.lun)
     }
+}
+
+/// READ(6/10/12/16): idempotent, so it may be tried without blocking and
+/// run again on the blocking pool.
+fn is_read(cdb: &[u8]) -> bool {
+    matches!(cdb.first(), Some(0x08 | 0x28 | 0xa8 | 0x88))
 }
 
 /// Decodes the first level of a SAM LUN (peripheral or flat addressing).
@@ -121,11 +128,17 @@ impl ExecContext {
         aborted: Arc<AtomicBool>,
         exp_data_sn: u32,
     ) {
+        let started = std::time::Instant::now();
+        let out_len = data_out.len() as u64;
+        if let Some((outcome, data_in)) = self.try_read_now(&info) {
+            self.record(&info, &outcome, 0, data_in.len() as u64, started);
+            self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
+                .await;
+            return;
+        }
         let luns = self.luns.clone();
         let nexus = self.nexus.clone();
         let job = info.clone();
-        let started = std::time::Instant::now();
-        let out_len = data_out.len() as u64;
         let result = tokio::task::spawn_blocking(move || {
             let mut data_in = Vec::new();
             let req = ScsiRequest {
@@ -150,24 +163,62 @@ impl ExecContext {
                 Vec::new(),
             )
         });
+        self.record(&info, &outcome, out_len, data_in.len() as u64, started);
+        self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
+            .await;
+    }
+
+    /// A read whose data is in the page cache completes right here, on the
+    /// caller's thread; `None` when it would wait for the disk.
+    pub fn try_read_now(&self, info: &CommandInfo) -> Option<(CommandOutcome, Vec<u8>)> {
+        if !is_read(&info.cdb) {
+            return None;
+        }
+        let mut data_in = Vec::new();
+        let req = ScsiRequest {
+            nexus: &self.nexus,
+            lun: info.lun_number(),
+            cdb: &info.cdb,
+            attr: info.attr,
+            expected_data_in_len: info.expected_len,
+        };
+        let outcome = nowait::attempt(|| self.luns.execute(&req, &[], &mut data_in))?;
+        Some((outcome, data_in))
+    }
+
+    /// Answers a read that [`ExecContext::try_read_now`] completed.
+    pub async fn answer_now(
+        &self,
+        info: &CommandInfo,
+        aborted: &Arc<AtomicBool>,
+        outcome: &CommandOutcome,
+        data_in: Vec<u8>,
+        started: std::time::Instant,
+    ) {
+        self.record(info, outcome, 0, data_in.len() as u64, started);
+        self.finish(info, aborted, outcome, data_in, 0).await;
+    }
+
+    fn record(
+        &self,
+        info: &CommandInfo,
+        outcome: &CommandOutcome,
+        out_len: u64,
+        in_len: u64,
+        started: std::time::Instant,
+    ) {
         let kind = match (info.read, info.write) {
             (true, _) => CommandKind::Read,
             (false, true) => CommandKind::Write,
             _ => CommandKind::Other,
         };
-        let bytes = if info.write {
-            out_len
-        } else {
-            data_in.len() as u64
-        };
+        let bytes = if info.write { out_len } else { in_len };
         let ok = outcome.status == ScsiStatus::Good;
         let took = started.elapsed();
         self.session.stats.record(kind, bytes, ok, took);
         if let Some(t) = self.session.target() {
             t.stats.record(kind, bytes, ok, took);
         }
-        self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
-            .await;
     }
 
     /// Sends a command's answer unless it was aborted, then frees its slot.

@@ -294,7 +294,14 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         }
         let info = CommandInfo::from_pdu(&cmd);
         if !cmd.write {
-            tokio::spawn(exec.execute(info, Vec::new(), aborted, 0));
+            // Cached reads are answered without leaving this task.
+            let started = std::time::Instant::now();
+            if let Some((outcome, data_in)) = exec.try_read_now(&info) {
+                exec.answer_now(&info, &aborted, &outcome, data_in, started)
+                    .await;
+            } else {
+                tokio::spawn(exec.execute(info, Vec::new(), aborted, 0));
+            }
             return Flow::Continue;
         }
         let edtl = cmd.expected_data_transfer_length;
@@ -603,10 +610,17 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                         self.session.window.complete();
                     }
                     TmfResponse::Complete
-                } else if seq::lt(req.ref_cmd_sn, exp_cmd_sn) || req.ref_cmd_sn == req.cmd_sn {
-                    // Already completed, or never to arrive: nothing to abort.
+                } else if seq::in_window(
+                    req.ref_cmd_sn,
+                    exp_cmd_sn,
+                    self.session.window.max_cmd_sn(),
+                ) && seq::lt(req.ref_cmd_sn, req.cmd_sn)
+                {
+                    // RFC 7143 §11.5.1 b): a command not received yet is
+                    // considered received (and so aborted).
                     TmfResponse::Complete
                 } else {
+                    // c): it completed already, or never existed.
                     TmfResponse::TaskDoesNotExist
                 }
             }
