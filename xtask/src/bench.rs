@@ -124,6 +124,86 @@ struct Sample {
 
 struct Daemon(Child);
 
+#[derive(Clone, Copy, Default, serde::Serialize)]
+struct Usage {
+    cpu_s_per_million_reads: f64,
+    rss_idle_mib: u64,
+    rss_sessions_mib: u64,
+    sessions: usize,
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
+        .max(1)
+        .cast_unsigned();
+    (ticks(11) + ticks(12)) as f64 / hz as f64
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn resource_usage(root: &Path, ietd: &Daemon, seconds: u32) -> anyhow::Result<Usage> {
+    let pid = ietd.0.id();
+    let before = cpu_seconds(pid);
+    let out = Command::new(root.join("target/release/iet-load"))
+        .args([
+            "--portal",
+            &format!("127.0.0.1:{IET_PORT}"),
+            "--target",
+            IQN,
+            "--pattern",
+            "randread",
+            "--qd",
+            "32",
+        ])
+        .args(["--seconds", &seconds.to_string()])
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iet-load JSON")?;
+    let ops = v["ops"].as_f64().unwrap_or(1.0).max(1.0);
+    let cpu = cpu_seconds(pid) - before;
+    let rss_idle_mib = rss_mib(pid);
+    let sessions = 1000;
+    let mut holder = Command::new(root.join("target/release/iet-load"))
+        .args([
+            "--portal",
+            &format!("127.0.0.1:{IET_PORT}"),
+            "--target",
+            IQN,
+            "--idle-sessions",
+            &sessions.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    // iet-load prints a line once every session is logged in.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().context("stdout")?),
+        &mut line,
+    )?;
+    let rss_sessions_mib = rss_mib(pid);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    Ok(Usage {
+        cpu_s_per_million_reads: cpu / ops * 1e6,
+        rss_idle_mib,
+        rss_sessions_mib,
+        sessions,
+    })
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -383,6 +463,11 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     step("preparing two 1 GiB backing files");
     prefill(&iet_img)?;
     prefill(&tgt_img)?;
+    // Written back, then read once: both start fully cached and clean.
+    run(&mut Command::new("sync"))?;
+    for img in [&iet_img, &tgt_img] {
+        std::io::copy(&mut std::fs::File::open(img)?, &mut std::io::sink())?;
+    }
 
     step("loopback TCP ceiling (iperf3)");
     let ceiling = loopback_ceiling(if smoke { 1 } else { 5 })?;
@@ -409,6 +494,11 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         rows.push((label(case), a, b));
     }
     drop(tgt);
+    let usage = resource_usage(&root, &ietd, seconds)?;
+    println!(
+        "ietd: {:.1} CPU seconds per million 4K reads; RSS {} MiB idle, {} MiB with {} idle sessions",
+        usage.cpu_s_per_million_reads, usage.rss_idle_mib, usage.rss_sessions_mib, usage.sessions
+    );
     drop(ietd);
 
     step("ietd's eBPF variants");
@@ -455,7 +545,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     } else {
         println!("not root: eBPF variants skipped");
     }
-    write_reports(&out_dir, ceiling, &rows, &ebpf_rows, smoke)?;
+    write_reports(&out_dir, ceiling, &rows, &ebpf_rows, usage, smoke)?;
     println!("\nresults in {}", out_dir.display());
     Ok(())
 }
@@ -473,6 +563,7 @@ fn write_reports(
     ceiling: f64,
     rows: &[Row],
     ebpf: &[(String, String, Sample)],
+    usage: Usage,
     smoke: bool,
 ) -> anyhow::Result<()> {
     let mut md = String::new();
@@ -523,6 +614,11 @@ fn write_reports(
             b.p999_us
         );
     }
+    let _ = writeln!(
+        md,
+        "\nietd used {:.1} CPU seconds per million 4 KiB reads (QD32); RSS {} MiB idle and {} MiB with {} idle sessions.",
+        usage.cpu_s_per_million_reads, usage.rss_idle_mib, usage.rss_sessions_mib, usage.sessions
+    );
     if !ebpf.is_empty() {
         let _ = writeln!(
             md,
@@ -540,6 +636,7 @@ fn write_reports(
     let json = serde_json::json!({
         "loopback_mib_per_s": ceiling,
         "smoke": smoke,
+        "usage": usage,
         "rows": rows.iter().map(|(n, a, b)| serde_json::json!({"workload": n, "ietd": a, "tgt": b})).collect::<Vec<_>>(),
         "ebpf": ebpf.iter().map(|(v, w, s)| serde_json::json!({"variant": v, "workload": w, "result": s})).collect::<Vec<_>>(),
     });

@@ -27,6 +27,10 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     };
     let target: String = arg(&args, "--target", String::new());
+    let idle: usize = arg(&args, "--idle-sessions", 0);
+    if idle > 0 {
+        return hold_idle_sessions(portal, &target, idle);
+    }
     let pattern = match arg(&args, "--pattern", "randread".to_owned()).as_str() {
         "randread" => Pattern::RandRead,
         "randwrite" => Pattern::RandWrite,
@@ -59,5 +63,46 @@ fn main() -> std::process::ExitCode {
             eprintln!("iet-load: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs in `n` sessions, prints `ready <n>`, and holds them until killed
+/// (for measuring the target's memory per idle session).
+fn hold_idle_sessions(portal: SocketAddr, target: &str, n: usize) -> std::process::ExitCode {
+    raise_fd_limit();
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = match iet_tests::initiator::Conn::connect(portal) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("iet-load: connection {i}: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let mut opts = iet_tests::initiator::LoginOptions::normal(target);
+        let [hi, lo] = u16::try_from(i).unwrap_or(u16::MAX).to_be_bytes();
+        opts.isid = [0x80, 0x1d, 0x1e, 0, hi, lo];
+        if let Err(e) = c.login(&opts) {
+            eprintln!("iet-load: login {i}: {e:?}");
+            return std::process::ExitCode::FAILURE;
+        }
+        held.push(c);
+    }
+    println!("ready {n}");
+    loop {
+        std::thread::sleep(Duration::from_hours(1));
+    }
+}
+
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) } == 0 {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
     }
 }
