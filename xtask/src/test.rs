@@ -30,6 +30,11 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     step("cargo test");
     let (passed, failed) = run_counting(cargo().args(["test", "--workspace"]).args(args))?;
+    if failed == 0 {
+        // A short benchmark run, no thresholds, so the harness cannot rot.
+        step("benchmark smoke run (cargo xtask bench --smoke)");
+        crate::bench::bench(&["--smoke".to_owned()])?;
+    }
     // One closing line with the totals of every test binary.
     println!("\ntests: {passed} passed, {failed} failed");
     if failed > 0 {
