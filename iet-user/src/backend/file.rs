@@ -22,6 +22,8 @@ pub struct FileBackend {
     file: File,
     is_block_device: bool,
     size: AtomicU64,
+    /// Cleared once the filesystem refuses RWF_NOWAIT buffered writes.
+    nowait_writes: std::sync::atomic::AtomicBool,
 }
 
 impl FileBackend {
@@ -57,6 +59,7 @@ impl FileBackend {
             file,
             is_block_device,
             size: AtomicU64::new(size),
+            nowait_writes: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -144,8 +147,13 @@ impl BlockBackend for FileBackend {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
-        refuse_in_attempt()?;
         check_range(offset, buf.len() as u64, self.size())?;
+        if super::nowait::active() {
+            if fua {
+                return refuse_in_attempt();
+            }
+            return self.write_nowait(buf, offset);
+        }
         if fua {
             match self.write_dsync(buf, offset) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {}
@@ -319,6 +327,44 @@ fn refuse_in_attempt() -> Result<(), BackendError> {
 }
 
 impl FileBackend {
+    /// pwritev2(RWF_NOWAIT): a buffered write that would not wait. A short
+    /// or refused write is reported as blocked; the caller runs the whole
+    /// (idempotent) write again on the blocking pool.
+    fn write_nowait(&self, buf: &[u8], offset: u64) -> Result<(), BackendError> {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.nowait_writes.load(Relaxed) {
+            return refuse_in_attempt();
+        }
+        let iov = libc::iovec {
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        };
+        let at = i64::try_from(offset).unwrap_or(i64::MAX);
+        // SAFETY: one valid iovec over our buffer (only read by the kernel).
+        let n = unsafe {
+            libc::pwritev2(
+                self.file.as_raw_fd(),
+                &raw const iov,
+                1,
+                at,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if usize::try_from(n).is_ok_and(|n| n == buf.len()) {
+            return Ok(());
+        }
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+            // ext4, among others: buffered writes cannot be non-blocking.
+            self.nowait_writes.store(false, Relaxed);
+        }
+        super::nowait::would_block();
+        Err(BackendError::io(
+            "pwritev2 RWF_NOWAIT",
+            io::Error::from(io::ErrorKind::WouldBlock),
+        ))
+    }
+
     /// preadv2(RWF_NOWAIT): succeeds only from the page cache.
     fn read_nowait(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
         use std::os::fd::AsRawFd;

@@ -302,3 +302,29 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let path =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/iet.toml"));
+        let text = std::fs::read_to_string(path).expect("examples/iet.toml");
+        let cfg = Config::from_toml(path, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.targets.len(), 2);
+        assert_eq!(cfg.targets[0].luns[1].block_size, 4096);
+        assert_eq!(cfg.targets[0].params.max_connections, Some(8));
+        assert_eq!(cfg.metrics, Some("127.0.0.1:9117".parse().unwrap()));
+        // Saving and loading again gives the same configuration.
+        let again = Config::from_toml(path, &toml::to_string_pretty(&cfg).unwrap()).unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::from_toml(std::path::Path::new("x.toml"), "bogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}

@@ -11,7 +11,7 @@ use super::writer::{ConnTx, StatSnMode};
 use crate::backend::nowait;
 use crate::proto::datain::DataInSegments;
 use crate::proto::pdu::{
-    DataIn, DataInStatus, R2t, RESPONSE_COMPLETED, Residual, ScsiCommand, ScsiResponse,
+    Bhs, DataIn, DataInStatus, R2t, RESPONSE_COMPLETED, Residual, ScsiCommand, ScsiResponse,
 };
 use crate::proto::task::{R2tRequest, WriteTask};
 use crate::scsi::{CommandOutcome, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus, TaskAttr};
@@ -68,6 +68,15 @@ fn is_read(cdb: &[u8]) -> bool {
     matches!(cdb.first(), Some(0x08 | 0x28 | 0xa8 | 0x88))
 }
 
+/// WRITE(6/10/12/16) without FUA: idempotent and needing no flush.
+fn is_plain_write(cdb: &[u8]) -> bool {
+    match cdb.first() {
+        Some(0x0a) => true,
+        Some(0x2a | 0xaa | 0x8a) => cdb.get(1).is_some_and(|b| b & 0x08 == 0),
+        _ => false,
+    }
+}
+
 /// Decodes the first level of a SAM LUN (peripheral or flat addressing).
 pub fn decode_lun(raw: u64) -> u64 {
     let top = (raw >> 48) as u16;
@@ -120,8 +129,9 @@ pub struct ExecContext {
 }
 
 impl ExecContext {
-    /// Runs the command on the blocking pool and sends Data-In and status.
-    pub async fn execute(
+    /// Runs the command on the blocking pool and answers it from there:
+    /// no async task sits between the I/O and the connection's writer.
+    pub fn spawn_execute(
         self,
         info: CommandInfo,
         data_out: Vec<u8>,
@@ -129,43 +139,53 @@ impl ExecContext {
         exp_data_sn: u32,
     ) {
         let started = std::time::Instant::now();
-        let out_len = data_out.len() as u64;
-        if let Some((outcome, data_in)) = self.try_read_now(&info) {
-            self.record(&info, &outcome, 0, data_in.len() as u64, started);
-            self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
-                .await;
-            return;
-        }
-        let luns = self.luns.clone();
-        let nexus = self.nexus.clone();
-        let job = info.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut data_in = Vec::new();
             let req = ScsiRequest {
-                nexus: &nexus,
-                lun: job.lun_number(),
-                cdb: &job.cdb,
-                attr: job.attr,
-                expected_data_in_len: job.expected_len,
+                nexus: &self.nexus,
+                lun: info.lun_number(),
+                cdb: &info.cdb,
+                attr: info.attr,
+                expected_data_in_len: info.expected_len,
             };
-            let outcome = luns.execute(&req, &data_out, &mut data_in);
-            (outcome, data_in)
-        })
-        .await;
-        let (outcome, data_in) = result.unwrap_or_else(|e| {
-            tracing::error!(itt = info.itt, "command panicked: {e}");
-            (
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.luns.execute(&req, &data_out, &mut data_in)
+            }))
+            .unwrap_or_else(|_| {
+                tracing::error!(itt = info.itt, "command panicked");
+                data_in.clear();
                 CommandOutcome {
                     status: ScsiStatus::CheckCondition,
                     // HARDWARE ERROR, INTERNAL TARGET FAILURE.
                     sense: Some(fixed_sense(0x04, 0x44, 0x00)),
-                },
-                Vec::new(),
-            )
+                }
+            });
+            self.record(
+                &info,
+                &outcome,
+                data_out.len() as u64,
+                data_in.len() as u64,
+                started,
+            );
+            let owned = self.session.tasks.complete(info.itt, &aborted);
+            self.session.window.complete();
+            if !owned || aborted.load(Ordering::Acquire) {
+                return;
+            }
+            let pdus = result_pdus(
+                &info,
+                &outcome,
+                data_in,
+                exp_data_sn,
+                self.max_send_segment.load(Ordering::Acquire),
+                self.session.params.max_burst_length,
+            );
+            for (bhs, data, mode) in pdus {
+                if !self.tx.send_blocking(bhs, data, mode) {
+                    return;
+                }
+            }
         });
-        self.record(&info, &outcome, out_len, data_in.len() as u64, started);
-        self.finish(&info, &aborted, &outcome, data_in, exp_data_sn)
-            .await;
     }
 
     /// A read whose data is in the page cache completes right here, on the
@@ -184,6 +204,39 @@ impl ExecContext {
         };
         let outcome = nowait::attempt(|| self.luns.execute(&req, &[], &mut data_in))?;
         Some((outcome, data_in))
+    }
+
+    /// A plain WRITE (no FUA) whose data the page cache takes without
+    /// waiting completes right here; `None` sends it to the blocking pool,
+    /// where writing the same bytes again is harmless.
+    pub fn try_write_now(&self, info: &CommandInfo, data_out: &[u8]) -> Option<CommandOutcome> {
+        if !is_plain_write(&info.cdb) {
+            return None;
+        }
+        let req = ScsiRequest {
+            nexus: &self.nexus,
+            lun: info.lun_number(),
+            cdb: &info.cdb,
+            attr: info.attr,
+            expected_data_in_len: info.expected_len,
+        };
+        let mut data_in = Vec::new();
+        nowait::attempt(|| self.luns.execute(&req, data_out, &mut data_in))
+    }
+
+    /// Answers a command completed on the connection task.
+    pub async fn answer_write_now(
+        &self,
+        info: &CommandInfo,
+        aborted: &Arc<AtomicBool>,
+        outcome: &CommandOutcome,
+        out_len: u64,
+        exp_data_sn: u32,
+        started: std::time::Instant,
+    ) {
+        self.record(info, outcome, out_len, 0, started);
+        self.finish(info, aborted, outcome, Vec::new(), exp_data_sn)
+            .await;
     }
 
     /// Answers a read that [`ExecContext::try_read_now`] completed.
@@ -236,16 +289,19 @@ impl ExecContext {
             debug!(itt = info.itt, "aborted: no response");
             return;
         }
-        send_result(
-            &self.tx,
+        let pdus = result_pdus(
             info,
             outcome,
             data_in,
             exp_data_sn,
             self.max_send_segment.load(Ordering::Acquire),
             self.session.params.max_burst_length,
-        )
-        .await;
+        );
+        for (bhs, data, mode) in pdus {
+            if !self.tx.send(bhs, data, mode).await {
+                return;
+            }
+        }
     }
 
     /// Answers a command that was not run (residual mismatch, oversize).
@@ -292,15 +348,17 @@ pub fn sense_segment(sense: Option<&[u8]>) -> Bytes {
     }
 }
 
-async fn send_result(
-    tx: &ConnTx,
+/// The PDUs that answer a command: Data-In (status in the last one when
+/// nothing else must be said), then a SCSI Response if needed.
+fn result_pdus(
     info: &CommandInfo,
     outcome: &CommandOutcome,
     data_in: Vec<u8>,
     mut exp_data_sn: u32,
     max_segment: u32,
     max_burst: u32,
-) {
+) -> Vec<(Bhs, Bytes, StatSnMode)> {
+    let mut out = Vec::new();
     let produced = data_in.len() as u64;
     let expected = u64::from(info.expected_len);
     let (sent_len, residual) = if info.read {
@@ -331,7 +389,6 @@ async fn send_result(
         let data = Bytes::from(data_in);
         let mut data_sn = 0u32;
         for seg in DataInSegments::new(sent_len, max_segment as usize, max_burst as usize) {
-            // Status rides in the last Data-In when nothing else must be said.
             let status = (seg.last && good).then_some(DataInStatus {
                 status: outcome.status as u8,
                 stat_sn: 0,
@@ -352,21 +409,16 @@ async fn send_result(
             } else {
                 StatSnMode::Reserved
             };
-            if !tx
-                .send(
-                    pdu.encode(),
-                    data.slice(seg.offset..seg.offset + seg.len),
-                    mode,
-                )
-                .await
-            {
-                return;
-            }
+            out.push((
+                pdu.encode(),
+                data.slice(seg.offset..seg.offset + seg.len),
+                mode,
+            ));
             data_sn = data_sn.wrapping_add(1);
         }
         exp_data_sn = data_sn;
         if good {
-            return;
+            return out;
         }
     }
     let resp = ScsiResponse {
@@ -377,12 +429,12 @@ async fn send_result(
         residual,
         ..ScsiResponse::default()
     };
-    tx.send(
+    out.push((
         resp.encode(),
         sense_segment(outcome.sense.as_deref()),
         StatSnMode::Advance,
-    )
-    .await;
+    ));
+    out
 }
 
 /// Sends the R2Ts a write is ready for.

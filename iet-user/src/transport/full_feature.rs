@@ -300,7 +300,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                 exec.answer_now(&info, &aborted, &outcome, data_in, started)
                     .await;
             } else {
-                tokio::spawn(exec.execute(info, Vec::new(), aborted, 0));
+                exec.spawn_execute(info, Vec::new(), aborted, 0);
             }
             return Flow::Continue;
         }
@@ -341,7 +341,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             aborted,
         };
         if pending.task.is_complete() {
-            Self::start_write(exec, pending);
+            Self::start_write(exec, pending).await;
         } else {
             send_r2ts(
                 &self.tx,
@@ -355,7 +355,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         Flow::Continue
     }
 
-    fn start_write(exec: ExecContext, w: PendingWrite) {
+    async fn start_write(exec: ExecContext, w: PendingWrite) {
         let exp_data_sn = w.task.r2t_sn();
         match (w.verdict, w.buffer) {
             (Some(v), _) => {
@@ -366,7 +366,20 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             (None, Some(buf)) => {
                 // The whole buffer goes down: commands that need an exact
                 // length (COMPARE AND WRITE) judge the mismatch themselves.
-                tokio::spawn(exec.execute(w.info, buf, w.aborted, exp_data_sn));
+                let started = std::time::Instant::now();
+                if let Some(outcome) = exec.try_write_now(&w.info, &buf) {
+                    exec.answer_write_now(
+                        &w.info,
+                        &w.aborted,
+                        &outcome,
+                        buf.len() as u64,
+                        exp_data_sn,
+                        started,
+                    )
+                    .await;
+                } else {
+                    exec.spawn_execute(w.info, buf, w.aborted, exp_data_sn);
+                }
             }
             (None, None) => unreachable!("a write without a verdict always has a buffer"),
         }
@@ -405,7 +418,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         if w.task.is_complete() {
             let w = self.writes.remove(&hdr.itt).expect("present above");
             if let Some(exec) = self.exec.clone() {
-                Self::start_write(exec, w);
+                Self::start_write(exec, w).await;
             }
         } else if hdr.final_bit {
             send_r2ts(&self.tx, &w.info, &mut w.task, &mut self.next_ttt).await;
