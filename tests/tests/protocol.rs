@@ -554,3 +554,38 @@ fn random_pdus_never_take_the_target_down() {
         );
     }
 }
+
+#[test]
+fn too_many_connections_and_unknown_session_types_are_refused() {
+    let mut cfg = mem_config(&["mem:1M"]);
+    cfg.targets[0].params.max_connections = Some(1);
+    let t = InProcessTarget::start(cfg);
+    let opts = LoginOptions::normal(TARGET);
+    let first = login(&t, &opts);
+    // MaxConnections=1: a second connection cannot join (0x0206).
+    let mut second = Conn::connect(t.addr).unwrap();
+    second.cmd_sn = first.cmd_sn;
+    match second.login(&LoginOptions {
+        tsih: first.tsih,
+        cid: 1,
+        ..opts.clone()
+    }) {
+        Err(LoginError::Status(s)) => assert_eq!(s.code(), 0x0206, "too many connections"),
+        other => panic!("expected 0x0206, got {other:?}"),
+    }
+    // SessionType neither Normal nor Discovery (0x0209).
+    let mut c = Conn::connect(t.addr).unwrap();
+    let mut bhs = Bhs::new(Opcode::LoginRequest);
+    bhs.set_immediate(true);
+    bhs.0[1] = 0x81;
+    bhs.set_itt(1);
+    let keys = iet_tests::initiator::encode_keys(&[
+        ("InitiatorName", "iqn.2026-11.io.iet:x"),
+        ("SessionType", "Maintenance"),
+        ("AuthMethod", "None"),
+    ]);
+    match c.login_exchange(&bhs, &keys) {
+        Err(LoginError::Status(s)) => assert_eq!(s.code(), 0x0209, "session type not supported"),
+        other => panic!("expected 0x0209, got {other:?}"),
+    }
+}

@@ -300,7 +300,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                 exec.answer_now(&info, &aborted, &outcome, data_in, started)
                     .await;
             } else {
-                exec.spawn_execute(info, Vec::new(), aborted, 0);
+                tokio::spawn(exec.execute(info, Vec::new(), aborted, 0));
             }
             return Flow::Continue;
         }
@@ -378,7 +378,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                     )
                     .await;
                 } else {
-                    exec.spawn_execute(w.info, buf, w.aborted, exp_data_sn);
+                    tokio::spawn(exec.execute(w.info, buf, w.aborted, exp_data_sn));
                 }
             }
             (None, None) => unreachable!("a write without a verdict always has a buffer"),

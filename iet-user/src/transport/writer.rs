@@ -81,13 +81,6 @@ impl ConnTx {
             .is_ok()
     }
 
-    /// Queues a PDU from a blocking thread; false when the connection is gone.
-    pub fn send_blocking(&self, bhs: Bhs, data: Bytes, stat_sn: StatSnMode) -> bool {
-        self.tx
-            .blocking_send(Outbound::Pdu(OutPdu { bhs, data, stat_sn }))
-            .is_ok()
-    }
-
     /// Waits until everything queued so far is on the wire.
     pub async fn flush(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
