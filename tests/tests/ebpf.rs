@@ -45,6 +45,23 @@ fn start(pin: &std::path::Path, portal: SocketAddr) -> Dataplane {
     .unwrap_or_else(|e| panic!("the data plane must attach as root: {e:#}"))
 }
 
+fn sock_int(s: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid socket fd and out-pointers of the right size.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&raw mut v).cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt");
+    v
+}
+
 fn nodelay(s: &TcpStream) -> bool {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -96,8 +113,14 @@ fn sock_ops_records_tunes_and_reports_a_loopback_connection() {
     let dp = start(&pin, portal);
     let mut events = dp.take_events().expect("an event stream");
 
+    dp.set_portal_tcp(portal, 0, 300_000, 0).unwrap();
     let client = TcpStream::connect(portal).unwrap();
     let (mut accepted, peer) = listener.accept().unwrap();
+    assert_eq!(
+        sock_int(&accepted, libc::SOL_SOCKET, libc::SO_RCVBUF),
+        600_000,
+        "the portal's receive buffer, applied by sock_ops (the kernel doubles it)"
+    );
     assert!(
         nodelay(&accepted),
         "sock_ops set TCP_NODELAY on the accepted socket, as IET did"

@@ -141,6 +141,15 @@ enum PortalCmd {
         accounting: bool,
         #[arg(long, action = clap::ArgAction::Set, default_value_t = false)]
         redirect: bool,
+        /// SO_SNDBUF for new connections (bytes; 0: kernel autotuning).
+        #[arg(long, default_value_t = 0)]
+        sndbuf: u32,
+        /// SO_RCVBUF for new connections (bytes; 0: kernel autotuning).
+        #[arg(long, default_value_t = 0)]
+        rcvbuf: u32,
+        /// TCP_NOTSENT_LOWAT for new connections (bytes; 0: unset).
+        #[arg(long, default_value_t = 0)]
+        notsent_lowat: u32,
     },
 }
 
@@ -291,10 +300,16 @@ fn request(cmd: &Command) -> Request {
             listen,
             accounting,
             redirect,
+            sndbuf,
+            rcvbuf,
+            notsent_lowat,
         }) => Request::PortalSet {
             listen: *listen,
             accounting: *accounting,
             redirect: *redirect,
+            sndbuf: *sndbuf,
+            rcvbuf: *rcvbuf,
+            notsent_lowat: *notsent_lowat,
         },
         Command::Account(AccountCmd::Add { who, user, secret }) => Request::AccountAdd {
             scope: who.scope(),

@@ -96,6 +96,14 @@ pub enum Request {
         listen: SocketAddr,
         accounting: bool,
         redirect: bool,
+        /// SO_SNDBUF / SO_RCVBUF / TCP_NOTSENT_LOWAT for new connections;
+        /// 0 leaves the kernel's autotuning.
+        #[serde(default)]
+        sndbuf: u32,
+        #[serde(default)]
+        rcvbuf: u32,
+        #[serde(default)]
+        notsent_lowat: u32,
     },
     AccountAdd {
         scope: AccountScope,

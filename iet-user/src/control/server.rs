@@ -197,11 +197,16 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             listen,
             accounting,
             redirect,
+            sndbuf,
+            rcvbuf,
+            notsent_lowat,
         } => {
             if !d.dataplane.is_active() {
                 anyhow::bail!("the eBPF data plane is not active");
             }
             d.dataplane.set_portal_flags(listen, accounting, redirect)?;
+            d.dataplane
+                .set_portal_tcp(listen, sndbuf, rcvbuf, notsent_lowat)?;
             Response::done()
         }
         Request::PortalRemove { listen } => {

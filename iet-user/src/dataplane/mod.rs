@@ -168,6 +168,31 @@ impl Dataplane {
         inner.write_portals(&flags)
     }
 
+    /// TCP settings sock_ops applies to new connections of a portal.
+    pub fn set_portal_tcp(
+        &self,
+        portal: SocketAddr,
+        sndbuf: u32,
+        rcvbuf: u32,
+        notsent_lowat: u32,
+    ) -> anyhow::Result<()> {
+        let guard = self.loaded();
+        let Some(inner) = guard.as_ref() else {
+            return Ok(());
+        };
+        let key = portal_key(portal)
+            .ok_or_else(|| anyhow::anyhow!("{portal}: only IPv4 portals are tracked"))?;
+        let mut flags = self.flags.lock().expect("flags lock");
+        let entry = flags
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .ok_or_else(|| anyhow::anyhow!("{portal} is not a portal"))?;
+        entry.1.sndbuf = sndbuf;
+        entry.1.rcvbuf = rcvbuf;
+        entry.1.notsent_lowat = notsent_lowat;
+        inner.write_portals(&flags)
+    }
+
     /// Tells sk_msg which digests a connection uses (after login).
     pub fn set_connection_digests(
         &self,
