@@ -478,6 +478,8 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let tgt = start_tgt(&tgt_img)?;
     let mut rows = Vec::new();
     for case in CASES {
+        // Earlier writes are flushed first: writeback must not tax a run.
+        run(&mut Command::new("sync"))?;
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             a.push(measure(&root, case, false, seconds)?);
@@ -511,6 +513,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             ("sock_ops + redirect", "on", Some(("false", "true"))),
         ];
         for (name, mode, flags) in variants {
+            run(&mut Command::new("sync"))?;
             let d = start_ietd(&root, &iet_img, mode, &out_dir)?;
             if let Some((acct, redir)) = flags {
                 run(Command::new(root.join("target/release/ietadm"))
