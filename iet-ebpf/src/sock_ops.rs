@@ -98,7 +98,7 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
                 ctx,
                 key,
                 ROLE_TARGET,
-                cfg.flags & (PORTAL_ACCOUNTING | PORTAL_REDIRECT) != 0,
+                wants_sk_msg(cfg.flags, key.remote_addr),
             );
             count(|c| &mut c.accepted, 1);
         }
@@ -107,7 +107,12 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
             let Some(cfg) = portal(key.remote_addr, key.remote_port) else {
                 return Ok(());
             };
-            track(ctx, key, ROLE_INITIATOR, cfg.flags & PORTAL_REDIRECT != 0);
+            track(
+                ctx,
+                key,
+                ROLE_INITIATOR,
+                cfg.flags & PORTAL_REDIRECT != 0 && is_loopback(key.remote_addr),
+            );
             count(|c| &mut c.initiator_connections, 1);
         }
         BPF_SOCK_OPS_STATE_CB => on_state(ctx, ctx.arg(1)),
@@ -125,6 +130,17 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
         _ => {}
     }
     Ok(())
+}
+
+fn is_loopback(addr: [u8; 4]) -> bool {
+    addr[0] == 127
+}
+
+/// Accounting puts every connection of the portal under sk_msg; redirect
+/// only the ones whose peer is on this host (loopback), since for a
+/// remote peer there is nothing to redirect to and sk_msg only costs.
+fn wants_sk_msg(flags: u32, peer: [u8; 4]) -> bool {
+    flags & PORTAL_ACCOUNTING != 0 || (flags & PORTAL_REDIRECT != 0 && is_loopback(peer))
 }
 
 /// Starts tracking a socket: record and callbacks, and the sockhash entry

@@ -236,3 +236,24 @@ fn redirect_returns_the_same_data_as_plain_tcp() {
         "redirect was in use: {stats}"
     );
 }
+
+#[test]
+fn same_host_redirect_is_on_by_default() {
+    if !require_root("same_host_redirect_is_on_by_default") {
+        return;
+    }
+    let (_dir, ietd, _pin) = start("default");
+    let mut c = login(&ietd, 5);
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 199) as u8).collect();
+    assert_eq!(c.write10(0, 64, &data, BS).unwrap().status, 0);
+    assert!(
+        c.read10(0, 64, 128, BS).unwrap().data == data,
+        "data intact"
+    );
+    let mut ctl = Client::connect(&ietd.control).unwrap();
+    let stats = ctl.call(Request::Stats).unwrap().data.unwrap_or_default();
+    assert!(
+        stats["kernel"]["redirected_msgs"].as_u64().unwrap_or(0) > 0,
+        "a loopback initiator is redirected without any switch: {stats}"
+    );
+}

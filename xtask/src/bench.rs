@@ -508,9 +508,9 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     if prereq::is_root() {
         let variants: [Variant; 4] = [
             ("--ebpf off", "off", None),
-            ("sock_ops", "on", None),
+            ("sock_ops", "on", Some(("false", "false"))),
             ("sock_ops + accounting", "on", Some(("true", "false"))),
-            ("sock_ops + redirect", "on", Some(("false", "true"))),
+            ("sock_ops + redirect (default)", "on", None),
         ];
         for (name, mode, flags) in variants {
             run(&mut Command::new("sync"))?;
