@@ -101,6 +101,16 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
                 wants_sk_msg(cfg.flags, key.remote_addr),
             );
             count(|c| &mut c.accepted, 1);
+            aya_log_ebpf::debug!(
+                ctx,
+                "iSCSI connection {}.{}.{}.{}:{} -> port {} tuned and tracked",
+                key.remote_addr[0],
+                key.remote_addr[1],
+                key.remote_addr[2],
+                key.remote_addr[3],
+                key.remote_port,
+                key.local_port
+            );
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
             let key = key_of(ctx);

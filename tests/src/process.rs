@@ -95,7 +95,7 @@ impl Ietd {
             cmd.arg("--control").arg(&control);
         }
         cmd.args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,iet_ebpf=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -112,6 +112,16 @@ fn accounting_matches_the_daemons_counters_exactly() {
         data_in >= 20,
         "20 reads of 4 KiB each sent Data-In ({data_in})"
     );
+    let log = ietd.log();
+    let line = format!(
+        "iSCSI connection 127.0.0.1:{} -> port {} tuned and tracked",
+        me.port(),
+        ietd.portal.port()
+    );
+    assert!(
+        log.contains(&line),
+        "sock_ops's aya-log record reaches the daemon's log:\n{log}"
+    );
     // bpftool sees the same connection under the pin dir.
     let out = std::process::Command::new("bpftool")
         .args(["-j", "map", "dump", "pinned", &format!("{pin}/connections")])

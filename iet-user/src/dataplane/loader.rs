@@ -53,6 +53,34 @@ pub fn default_cgroup() -> anyhow::Result<PathBuf> {
     bail!("no cgroup v2 hierarchy is mounted")
 }
 
+/// The programs' aya-log records go to the daemon's log (through the
+/// `log` facade, which the tracing subscriber picks up).
+fn forward_program_logs(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            debug!("eBPF program logs not forwarded: {e}");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer fd, which stays open and the
+    // same for as long as the AsyncFd owns the logger.
+    let Ok(mut fd) = (unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                break;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
 fn ensure_bpffs(pin_dir: &Path) -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     let bpffs = mounts.lines().any(|l| {
@@ -130,6 +158,7 @@ impl Loaded {
             .context("sk_msg program missing")?
             .try_into()?;
         sk_msg.load().context("verifier rejected sk_msg")?;
+        forward_program_logs(&mut ebpf);
 
         ensure_bpffs(&cfg.pin_dir)?;
         let old_counters = previous_counters(&cfg.pin_dir.join(MAP_COUNTERS));
