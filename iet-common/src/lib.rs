@@ -48,6 +48,9 @@ pub struct PortalConfig {
     pub rcvbuf: u32,
     /// TCP_NOTSENT_LOWAT; 0 leaves it unset.
     pub notsent_lowat: u32,
+    /// TCP congestion control algorithm (NUL-padded name, e.g. `bbr`);
+    /// empty leaves the system default.
+    pub congestion: [u8; 16],
 }
 
 /// A connection as seen from the socket that owns the record.
@@ -184,7 +187,7 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<PortalKey>(), 8);
-        assert_eq!(size_of::<PortalConfig>(), 16);
+        assert_eq!(size_of::<PortalConfig>(), 32);
         assert_eq!(size_of::<ConnKey>(), 12);
         assert_eq!(size_of::<PduCounts>(), 12 * 8);
         assert_eq!(size_of::<ConnRecord>(), 16 + 8 * 8 + size_of::<PduCounts>());

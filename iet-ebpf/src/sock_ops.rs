@@ -26,6 +26,7 @@ const SO_RCVBUF: i32 = 8;
 const SOL_TCP: i32 = 6;
 const TCP_NODELAY: i32 = 1;
 const TCP_NOTSENT_LOWAT: i32 = 25;
+const TCP_CONGESTION: i32 = 13;
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_FIN_WAIT1: u32 = 4;
@@ -93,6 +94,20 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
             }
             if cfg.notsent_lowat > 0 {
                 setsockopt(ctx, SOL_TCP, TCP_NOTSENT_LOWAT, cfg.notsent_lowat);
+            }
+            if cfg.congestion[0] != 0 {
+                let mut name = cfg.congestion;
+                // SAFETY: ctx.ops is the program's context; the name is a
+                // 16-byte buffer on our stack (TCP_CA_NAME_MAX).
+                unsafe {
+                    bpf_setsockopt(
+                        ctx.ops.cast(),
+                        SOL_TCP,
+                        TCP_CONGESTION,
+                        (&raw mut name).cast(),
+                        16,
+                    );
+                }
             }
             track(
                 ctx,

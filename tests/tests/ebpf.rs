@@ -113,13 +113,30 @@ fn sock_ops_records_tunes_and_reports_a_loopback_connection() {
     let dp = start(&pin, portal);
     let mut events = dp.take_events().expect("an event stream");
 
-    dp.set_portal_tcp(portal, 0, 300_000, 0).unwrap();
+    dp.set_portal_tcp(portal, 0, 300_000, 0, "reno").unwrap();
     let client = TcpStream::connect(portal).unwrap();
     let (mut accepted, peer) = listener.accept().unwrap();
     assert_eq!(
         sock_int(&accepted, libc::SOL_SOCKET, libc::SO_RCVBUF),
         600_000,
         "the portal's receive buffer, applied by sock_ops (the kernel doubles it)"
+    );
+    let mut cc = [0u8; 16];
+    let mut len = 16 as libc::socklen_t;
+    // SAFETY: valid socket fd, buffer and length.
+    let rc = unsafe {
+        libc::getsockopt(
+            accepted.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            cc.as_mut_ptr().cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    assert!(
+        cc.starts_with(b"reno"),
+        "the portal's congestion control: {cc:?}"
     );
     assert!(
         nodelay(&accepted),

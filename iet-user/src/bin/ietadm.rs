@@ -150,6 +150,9 @@ enum PortalCmd {
         /// TCP_NOTSENT_LOWAT for new connections (bytes; 0: unset).
         #[arg(long, default_value_t = 0)]
         notsent_lowat: u32,
+        /// TCP congestion control for new connections (e.g. bbr, cubic).
+        #[arg(long, default_value = "")]
+        congestion: String,
     },
 }
 
@@ -303,6 +306,7 @@ fn request(cmd: &Command) -> Request {
             sndbuf,
             rcvbuf,
             notsent_lowat,
+            congestion,
         }) => Request::PortalSet {
             listen: *listen,
             accounting: *accounting,
@@ -310,6 +314,7 @@ fn request(cmd: &Command) -> Request {
             sndbuf: *sndbuf,
             rcvbuf: *rcvbuf,
             notsent_lowat: *notsent_lowat,
+            congestion: congestion.clone(),
         },
         Command::Account(AccountCmd::Add { who, user, secret }) => Request::AccountAdd {
             scope: who.scope(),

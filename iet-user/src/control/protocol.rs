@@ -104,6 +104,9 @@ pub enum Request {
         rcvbuf: u32,
         #[serde(default)]
         notsent_lowat: u32,
+        /// Congestion control for new connections; empty: system default.
+        #[serde(default)]
+        congestion: String,
     },
     AccountAdd {
         scope: AccountScope,

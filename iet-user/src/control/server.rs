@@ -200,13 +200,14 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             sndbuf,
             rcvbuf,
             notsent_lowat,
+            congestion,
         } => {
             if !d.dataplane.is_active() {
                 anyhow::bail!("the eBPF data plane is not active");
             }
             d.dataplane.set_portal_flags(listen, accounting, redirect)?;
             d.dataplane
-                .set_portal_tcp(listen, sndbuf, rcvbuf, notsent_lowat)?;
+                .set_portal_tcp(listen, sndbuf, rcvbuf, notsent_lowat, &congestion)?;
             Response::done()
         }
         Request::PortalRemove { listen } => {

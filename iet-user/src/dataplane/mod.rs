@@ -186,7 +186,17 @@ impl Dataplane {
         sndbuf: u32,
         rcvbuf: u32,
         notsent_lowat: u32,
+        congestion: &str,
     ) -> anyhow::Result<()> {
+        if congestion.len() >= 16
+            || !congestion
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            anyhow::bail!(
+                "congestion control {congestion:?}: a name of at most 15 letters, digits or _"
+            );
+        }
         let guard = self.loaded();
         let Some(inner) = guard.as_ref() else {
             return Ok(());
@@ -201,6 +211,8 @@ impl Dataplane {
         entry.1.sndbuf = sndbuf;
         entry.1.rcvbuf = rcvbuf;
         entry.1.notsent_lowat = notsent_lowat;
+        entry.1.congestion = [0; 16];
+        entry.1.congestion[..congestion.len()].copy_from_slice(congestion.as_bytes());
         inner.write_portals(&flags)
     }
 
