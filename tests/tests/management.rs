@@ -335,3 +335,84 @@ fn the_control_socket_refuses_strangers_and_junk() {
         );
     }
 }
+
+#[test]
+fn portals_change_live_and_reload_applies_an_edited_file() {
+    let dir = TempDir::new("reload");
+    let p = portal();
+    let conf = dir.path("iet.toml");
+    let write_conf = |targets: &[&str]| {
+        let mut text = format!(
+            "control = \"{}\"\n\n[[portal]]\nlisten = \"{p}\"\n\n[ebpf]\nmode = \"off\"\n",
+            dir.path("ietd.sock").display()
+        );
+        for t in targets {
+            let _ = std::fmt::Write::write_fmt(
+                &mut text,
+                format_args!(
+                    "\n[[target]]\nname = \"{t}\"\n\n[[target.lun]]\nnumber = 0\npath = \"mem:8M\"\n"
+                ),
+            );
+        }
+        std::fs::write(&conf, text).unwrap();
+    };
+    write_conf(&["iqn.2026-11.io.iet:first"]);
+    let mut ietd = Ietd::start(
+        &dir,
+        p,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--control",
+            dir.path("ietd.sock").to_str().unwrap(),
+        ],
+    );
+
+    // A second portal, live.
+    let p2 = portal();
+    ietd.adm_ok(&["portal", "add", &p2.to_string()]);
+    let inq = run(
+        "iscsi-inq",
+        &[&format!("iscsi://{p2}/iqn.2026-11.io.iet:first/0")],
+        Duration::from_secs(20),
+    );
+    assert!(inq.success, "served on the new portal: {inq:?}");
+    assert!(ietd.adm_ok(&["show", "portals"]).contains(&p2.to_string()));
+    ietd.adm_ok(&["portal", "remove", &p2.to_string()]);
+    assert!(
+        std::net::TcpStream::connect(p2).is_err(),
+        "the removed portal no longer accepts"
+    );
+
+    // SIGHUP applies an edited file: a target appears.
+    write_conf(&["iqn.2026-11.io.iet:first", "iqn.2026-11.io.iet:second"]);
+    // SAFETY: kill with the child's pid and a valid signal.
+    unsafe {
+        libc::kill(ietd.child.id().cast_signed(), libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ietd
+        .adm_ok(&["show", "targets"])
+        .contains("iqn.2026-11.io.iet:second")
+    {
+        assert!(Instant::now() < deadline, "SIGHUP reload:\n{}", ietd.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inq = run(
+        "iscsi-inq",
+        &[&format!("iscsi://{p}/iqn.2026-11.io.iet:second/0")],
+        Duration::from_secs(20),
+    );
+    assert!(inq.success, "the reloaded target serves: {inq:?}");
+
+    // ietadm reload applies removal.
+    write_conf(&["iqn.2026-11.io.iet:second"]);
+    ietd.adm_ok(&["reload"]);
+    let targets = ietd.adm_ok(&["show", "targets"]);
+    assert!(
+        !targets.contains("iqn.2026-11.io.iet:first")
+            && targets.contains("iqn.2026-11.io.iet:second"),
+        "{targets}"
+    );
+    assert!(ietd.stop());
+}
