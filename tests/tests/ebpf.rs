@@ -63,20 +63,7 @@ fn sock_int(s: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int
 }
 
 fn nodelay(s: &TcpStream) -> bool {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: valid socket fd and out-pointers of the right size.
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw mut v).cast(),
-            &raw mut len,
-        )
-    };
-    assert_eq!(rc, 0, "getsockopt TCP_NODELAY");
-    v != 0
+    sock_int(s, libc::IPPROTO_TCP, libc::TCP_NODELAY) != 0
 }
 
 fn bpftool_json(args: &[&str]) -> serde_json::Value {

@@ -15,7 +15,6 @@ use crate::target::acl::AclEntry;
 use crate::target::session::Session;
 use crate::target::{ChapAccount, Portal, Registry, Target};
 use crate::transport::Server;
-use crate::transport::connection::end_session;
 
 pub struct Daemon {
     pub registry: Arc<Registry>,
@@ -414,11 +413,6 @@ pub fn request_logout(session: &Arc<Session>) {
     for c in conns {
         c.logout_request.notify_one();
     }
-}
-
-/// Ends a session immediately (used when a target goes away).
-pub fn drop_session(registry: &Registry, session: &Arc<Session>) {
-    end_session(registry, session);
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

@@ -30,7 +30,6 @@ pub struct Loaded {
     connections: Mutex<HashMap<MapData, ConnKey, ConnRecord>>,
     counters: PerCpuArray<MapData, Counters>,
     events: Option<UnboundedReceiver<ConnectionEvent>>,
-    pin_dir: PathBuf,
     cgroup: PathBuf,
 }
 
@@ -202,7 +201,6 @@ impl Loaded {
             connections: Mutex::new(connections),
             counters,
             events: Some(events),
-            pin_dir: cfg.pin_dir.clone(),
             cgroup,
         })
     }
@@ -259,16 +257,6 @@ impl Loaded {
 
     pub fn take_events(&mut self) -> Option<UnboundedReceiver<ConnectionEvent>> {
         self.events.take()
-    }
-
-    pub fn names(&self) -> (Vec<String>, Vec<String>) {
-        (
-            vec![PROG_SOCK_OPS.to_owned(), PROG_SK_MSG.to_owned()],
-            PINNED_MAPS
-                .iter()
-                .map(|m| self.pin_dir.join(m).display().to_string())
-                .collect(),
-        )
     }
 }
 

@@ -247,11 +247,6 @@ impl Dataplane {
         self.loaded().as_mut()?.take_events()
     }
 
-    /// Loaded program and pinned map names (for checks and views).
-    pub fn names(&self) -> Option<(Vec<String>, Vec<String>)> {
-        self.loaded().as_ref().map(Loaded::names)
-    }
-
     /// Detaches the programs (the pinned maps stay for bpftool); the data
     /// plane is inactive afterwards.
     pub fn shutdown(&self) {
