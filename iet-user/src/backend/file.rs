@@ -127,23 +127,26 @@ impl BlockBackend for FileBackend {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
         check_range(offset, buf.len() as u64, self.size())?;
-        if super::nowait::active() {
-            return self.read_nowait(buf, offset);
-        }
-        // A short read means someone truncated the file underneath us: the rest is a hole.
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => {
-                    buf[done..].fill(0);
-                    break;
-                }
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(BackendError::io("pread", e)),
-            }
+        // SAFETY: `buf` is valid for writes of its length.
+        unsafe { self.read_raw(buf.as_mut_ptr(), buf.len(), offset) }
+    }
+
+    fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), BackendError> {
+        check_range(offset, len as u64, self.size())?;
+        out.reserve(len);
+        let start = out.len();
+        // SAFETY: the spare capacity holds `len` writable bytes; `read_raw`
+        // initializes all of them when it succeeds, and only then do they
+        // become part of the vector.
+        unsafe {
+            self.read_raw(out.as_mut_ptr().add(start), len, offset)?;
+            out.set_len(start + len);
         }
         Ok(())
+    }
+
+    fn nowait_writes(&self) -> bool {
+        self.nowait_writes.load(Ordering::Relaxed)
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
@@ -365,29 +368,35 @@ impl FileBackend {
         ))
     }
 
-    /// preadv2(RWF_NOWAIT): succeeds only from the page cache.
-    fn read_nowait(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+    /// Fills `len` bytes at `ptr` from `offset`: pread, or inside a
+    /// non-blocking attempt preadv2(RWF_NOWAIT), which succeeds only from
+    /// the page cache. Bytes past the end of the file (truncated under us)
+    /// read as zeros.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for writes of `len` bytes. On success all of
+    /// them are initialized.
+    unsafe fn read_raw(&self, ptr: *mut u8, len: usize, offset: u64) -> Result<(), BackendError> {
         use std::os::fd::AsRawFd;
+        let (flags, what) = if super::nowait::active() {
+            (libc::RWF_NOWAIT, "preadv2 RWF_NOWAIT")
+        } else {
+            (0, "pread")
+        };
         let mut done = 0;
-        while done < buf.len() {
+        while done < len {
             let iov = libc::iovec {
-                iov_base: buf[done..].as_mut_ptr().cast(),
-                iov_len: buf.len() - done,
+                // SAFETY: within the caller's `len` bytes.
+                iov_base: unsafe { ptr.add(done) }.cast(),
+                iov_len: len - done,
             };
             let at = i64::try_from(offset + done as u64).unwrap_or(i64::MAX);
-            // SAFETY: one valid iovec over our buffer; the fd is ours.
-            let n = unsafe {
-                libc::preadv2(
-                    self.file.as_raw_fd(),
-                    &raw const iov,
-                    1,
-                    at,
-                    libc::RWF_NOWAIT,
-                )
-            };
+            // SAFETY: one iovec over memory the caller lets us write; the fd is ours.
+            let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &raw const iov, 1, at, flags) };
             match n {
                 0 => {
-                    buf[done..].fill(0);
+                    // SAFETY: as above.
+                    unsafe { ptr.add(done).write_bytes(0, len - done) };
                     return Ok(());
                 }
                 n if n > 0 => done += n.cast_unsigned(),
@@ -396,8 +405,10 @@ impl FileBackend {
                     if e.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
-                    super::nowait::would_block();
-                    return Err(BackendError::io("preadv2 RWF_NOWAIT", e));
+                    if flags != 0 {
+                        super::nowait::would_block();
+                    }
+                    return Err(BackendError::io(what, e));
                 }
             }
         }

@@ -84,6 +84,23 @@ impl BlockBackend for MemoryBackend {
         Ok(())
     }
 
+    fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), BackendError> {
+        let inner = self.read_inner();
+        check_range(offset, len as u64, inner.size)?;
+        out.reserve(len);
+        for (idx, within, n) in pieces(offset, len as u64) {
+            match inner.chunks.get(idx).and_then(Option::as_ref) {
+                Some(chunk) => out.extend_from_slice(&chunk[within..within + n]),
+                None => out.resize(out.len() + n, 0),
+            }
+        }
+        Ok(())
+    }
+
+    fn nowait_writes(&self) -> bool {
+        true
+    }
+
     fn write_at(&self, buf: &[u8], offset: u64, _fua: bool) -> Result<(), BackendError> {
         let mut inner = self.write_inner();
         check_range(offset, buf.len() as u64, inner.size)?;

@@ -90,8 +90,23 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
     fn size(&self) -> u64;
     /// Fill `buf` from `offset`; holes read as zeros.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError>;
+    /// Append `len` bytes read from `offset` to `out` (left as it was on error).
+    fn read_append(&self, out: &mut Vec<u8>, len: usize, offset: u64) -> Result<(), BackendError> {
+        let start = out.len();
+        out.resize(start + len, 0);
+        let read = self.read_at(&mut out[start..], offset);
+        if read.is_err() {
+            out.truncate(start);
+        }
+        read
+    }
     /// Write `buf` at `offset`. With `fua`, return only once the data is on stable storage.
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError>;
+    /// Whether a plain write may succeed inside a non-blocking attempt
+    /// (false once the filesystem refused RWF_NOWAIT writes).
+    fn nowait_writes(&self) -> bool {
+        false
+    }
     /// Make every completed write durable (SYNCHRONIZE CACHE).
     fn flush(&self) -> Result<(), BackendError>;
     /// Deallocate a byte range; it reads as zeros afterwards.

@@ -41,6 +41,7 @@ pub async fn run(
     );
     let _ = registry.dataplane.set(dataplane.clone());
     close_on_kernel_events(&dataplane, &registry);
+    trim_buffers(shutdown.clone());
     if dataplane.is_active() {
         info!(pin_dir = %config.ebpf.pin_dir.display(), "eBPF data plane attached");
     }
@@ -122,6 +123,19 @@ fn close_on_kernel_events(dataplane: &Dataplane, registry: &Arc<Registry>) {
                     tracing::debug!(peer = %ev.peer, retransmits = ev.retransmits, kind = ?ev.kind, "kernel event");
                 }
                 EventKind::Closed => {}
+            }
+        }
+    });
+}
+
+/// Frees I/O buffers the pool kept but nothing used for a while.
+fn trim_buffers(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = every.tick() => crate::transport::buffers::POOL.trim(),
             }
         }
     });

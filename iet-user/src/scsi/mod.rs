@@ -280,6 +280,16 @@ impl LogicalUnits {
         dispatch::execute(self, lu.as_deref(), req, data_out, data_in)
     }
 
+    /// Whether the LU's store may take a plain write without blocking.
+    pub fn nowait_writes(&self, lun: u64) -> bool {
+        self.get(lun).is_some_and(|lu| lu.backend.nowait_writes())
+    }
+
+    /// Whether the LU caches writes (WCE): plain writes then need no flush.
+    pub fn write_cache_enabled(&self, lun: u64) -> bool {
+        self.get(lun).is_some_and(|lu| lu.lock().mode.wce)
+    }
+
     /// Data-Out length the CDB implies, for overflow/underflow checks.
     pub fn data_out_len(&self, lun: u64, cdb: &[u8]) -> Option<u64> {
         let block_size = self.get(lun).map_or(512, |lu| u64::from(lu.block_size));

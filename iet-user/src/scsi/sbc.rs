@@ -51,7 +51,10 @@ fn io_fail(dir: Dir, e: &BackendError) -> Fail {
         (BackendErrorKind::OutOfRange, _) => SenseReason::LbaOutOfRange,
         _ => SenseReason::InternalTargetFailure,
     };
-    tracing::warn!(error = %e, "backing store I/O failed");
+    // Inside a non-blocking attempt "would block" is expected, not a failure.
+    if !crate::backend::nowait::active() {
+        tracing::warn!(error = %e, "backing store I/O failed");
+    }
     reason.into()
 }
 
@@ -272,12 +275,10 @@ fn sanitize_medium(ctx: &Ctx<'_>, pattern: Option<&[u8]>) -> Exec {
 
 fn read(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
     let (offset, len) = ctx.check_rw(rw)?;
-    let start = ctx.data_in.len();
     // `len` is bounded by the maximum transfer length checked above.
-    ctx.data_in.resize(start + len as usize, 0);
     let Ctx { lu, data_in, .. } = ctx;
     lu.backend
-        .read_at(&mut data_in[start..], offset)
+        .read_append(data_in, len as usize, offset)
         .map_err(|e| io_fail(Dir::Read, &e))
 }
 

@@ -55,6 +55,8 @@ pub struct Target {
     pub name: String,
     pub tpgt: u16,
     pub luns: Arc<LogicalUnits>,
+    /// One thread per LU for buffered writes, shared by every session.
+    pub lanes: Arc<crate::transport::lane::WriteLanes>,
     pub settings: RwLock<TargetSettings>,
     /// How each LUN was configured, for `ietadm save` and views.
     pub lun_specs: Mutex<BTreeMap<u64, crate::config::LunSpec>>,
@@ -69,6 +71,7 @@ impl Target {
             name: name.to_owned(),
             tpgt: 1,
             luns: Arc::new(LogicalUnits::new()),
+            lanes: Arc::default(),
             settings: RwLock::new(settings),
             lun_specs: Mutex::new(BTreeMap::new()),
             stats: stats::CommandStats::default(),

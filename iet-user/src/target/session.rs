@@ -299,7 +299,7 @@ pub struct FfpParams {
 pub enum SessionKind {
     Normal {
         target: Arc<super::Target>,
-        nexus: ItNexus,
+        nexus: Arc<ItNexus>,
     },
     Discovery,
 }

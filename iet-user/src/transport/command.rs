@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::debug;
 
+use super::buffers;
+use super::lane::WriteLanes;
 use super::writer::{ConnTx, StatSnMode};
 use crate::backend::nowait;
 use crate::proto::datain::DataInSegments;
@@ -77,6 +79,16 @@ fn is_plain_write(cdb: &[u8]) -> bool {
     }
 }
 
+/// A Data-In buffer: from the pool, sized for a read's expected length
+/// (bounded: that length comes from the network).
+fn data_in_buffer(info: &CommandInfo) -> Vec<u8> {
+    if is_read(&info.cdb) {
+        buffers::take((info.expected_len as usize).min(1 << 20))
+    } else {
+        Vec::new()
+    }
+}
+
 /// Decodes the first level of a SAM LUN (peripheral or flat addressing).
 pub fn decode_lun(raw: u64) -> u64 {
     let top = (raw >> 48) as u16;
@@ -117,23 +129,59 @@ pub fn fixed_sense(key: u8, asc: u8, ascq: u8) -> Vec<u8> {
     s
 }
 
-/// Everything a running command needs to answer.
-#[derive(Clone)]
+/// Everything a running command needs to answer; one per connection,
+/// shared by its commands.
 pub struct ExecContext {
     pub session: Arc<Session>,
     pub luns: Arc<LogicalUnits>,
-    pub nexus: ItNexus,
+    pub lanes: Arc<WriteLanes>,
+    pub nexus: Arc<ItNexus>,
     pub tx: ConnTx,
     /// The initiator's MaxRecvDataSegmentLength on this connection.
-    pub max_send_segment: Arc<std::sync::atomic::AtomicU32>,
+    pub max_send_segment: std::sync::atomic::AtomicU32,
 }
 
+/// A command's outcome and Data-In.
+pub type Executed = (CommandOutcome, Vec<u8>);
+
 impl ExecContext {
+    fn request<'a>(&'a self, info: &'a CommandInfo) -> ScsiRequest<'a> {
+        ScsiRequest {
+            nexus: &self.nexus,
+            lun: info.lun_number(),
+            cdb: &info.cdb,
+            attr: info.attr,
+            expected_data_in_len: info.expected_len,
+        }
+    }
+
+    /// Runs a command on the calling thread, which may block; a panic in
+    /// the SCSI layer becomes HARDWARE ERROR, INTERNAL TARGET FAILURE.
+    pub fn run_blocking(&self, info: &CommandInfo, data_out: &[u8]) -> Executed {
+        let run = || {
+            let mut data_in = data_in_buffer(info);
+            let outcome = self
+                .luns
+                .execute(&self.request(info), data_out, &mut data_in);
+            (outcome, data_in)
+        };
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+            tracing::error!(itt = info.itt, "command panicked");
+            (
+                CommandOutcome {
+                    status: ScsiStatus::CheckCondition,
+                    sense: Some(fixed_sense(0x04, 0x44, 0x00)),
+                },
+                Vec::new(),
+            )
+        })
+    }
+
     /// Runs the command on the blocking pool and sends Data-In and status.
     /// (Answering straight from the pool thread measured slower: the
     /// writer then wakes once per command instead of batching.)
     pub async fn execute(
-        self,
+        self: Arc<Self>,
         info: CommandInfo,
         data_out: Vec<u8>,
         aborted: Arc<AtomicBool>,
@@ -141,24 +189,14 @@ impl ExecContext {
     ) {
         let started = std::time::Instant::now();
         let out_len = data_out.len() as u64;
-        let luns = self.luns.clone();
-        let nexus = self.nexus.clone();
-        let job = info.clone();
+        let (ctx, job) = (self.clone(), info.clone());
         let result = tokio::task::spawn_blocking(move || {
-            let mut data_in = Vec::new();
-            let req = ScsiRequest {
-                nexus: &nexus,
-                lun: job.lun_number(),
-                cdb: &job.cdb,
-                attr: job.attr,
-                expected_data_in_len: job.expected_len,
-            };
-            let outcome = luns.execute(&req, &data_out, &mut data_in);
-            (outcome, data_in)
+            let done = ctx.run_blocking(&job, &data_out);
+            buffers::give(data_out);
+            done
         })
         .await;
-        let (outcome, data_in) = result.unwrap_or_else(|e| {
-            tracing::error!(itt = info.itt, "command panicked: {e}");
+        let (outcome, data_in) = result.unwrap_or_else(|_| {
             (
                 CommandOutcome {
                     status: ScsiStatus::CheckCondition,
@@ -175,38 +213,35 @@ impl ExecContext {
 
     /// A read whose data is in the page cache completes right here, on the
     /// caller's thread; `None` when it would wait for the disk.
-    pub fn try_read_now(&self, info: &CommandInfo) -> Option<(CommandOutcome, Vec<u8>)> {
+    pub fn try_read_now(&self, info: &CommandInfo) -> Option<Executed> {
         if !is_read(&info.cdb) {
             return None;
         }
-        let mut data_in = Vec::new();
-        let req = ScsiRequest {
-            nexus: &self.nexus,
-            lun: info.lun_number(),
-            cdb: &info.cdb,
-            attr: info.attr,
-            expected_data_in_len: info.expected_len,
+        let mut data_in = data_in_buffer(info);
+        let req = self.request(info);
+        let Some(outcome) = nowait::attempt(|| self.luns.execute(&req, &[], &mut data_in)) else {
+            buffers::give(data_in);
+            return None;
         };
-        let outcome = nowait::attempt(|| self.luns.execute(&req, &[], &mut data_in))?;
         Some((outcome, data_in))
     }
 
     /// A plain WRITE (no FUA) whose data the page cache takes without
-    /// waiting completes right here; `None` sends it to the blocking pool,
-    /// where writing the same bytes again is harmless.
+    /// waiting completes right here; `None` sends it elsewhere, where
+    /// writing the same bytes again is harmless.
     pub fn try_write_now(&self, info: &CommandInfo, data_out: &[u8]) -> Option<CommandOutcome> {
-        if !is_plain_write(&info.cdb) {
+        if !is_plain_write(&info.cdb) || !self.luns.nowait_writes(info.lun_number()) {
             return None;
         }
-        let req = ScsiRequest {
-            nexus: &self.nexus,
-            lun: info.lun_number(),
-            cdb: &info.cdb,
-            attr: info.attr,
-            expected_data_in_len: info.expected_len,
-        };
+        let req = self.request(info);
         let mut data_in = Vec::new();
         nowait::attempt(|| self.luns.execute(&req, data_out, &mut data_in))
+    }
+
+    /// Whether a write only needs the page cache (no FUA, write cache on):
+    /// such writes queue on the LU's write lane.
+    pub fn is_buffered_write(&self, info: &CommandInfo) -> bool {
+        is_plain_write(&info.cdb) && self.luns.write_cache_enabled(info.lun_number())
     }
 
     /// Answers a command completed on the connection task.
@@ -237,7 +272,7 @@ impl ExecContext {
         self.finish(info, aborted, outcome, data_in, 0).await;
     }
 
-    fn record(
+    pub fn record(
         &self,
         info: &CommandInfo,
         outcome: &CommandOutcome,
@@ -259,6 +294,32 @@ impl ExecContext {
         }
     }
 
+    /// Frees a finished command's slot and returns the PDUs that answer
+    /// it; `None` when it was aborted (no response is sent).
+    pub fn answer(
+        &self,
+        info: &CommandInfo,
+        aborted: &Arc<AtomicBool>,
+        outcome: &CommandOutcome,
+        data_in: Vec<u8>,
+        exp_data_sn: u32,
+    ) -> Option<Vec<(Bhs, Bytes, StatSnMode)>> {
+        let owned = self.session.tasks.complete(info.itt, aborted);
+        self.session.window.complete();
+        if !owned || aborted.load(Ordering::Acquire) {
+            debug!(itt = info.itt, "aborted: no response");
+            return None;
+        }
+        Some(result_pdus(
+            info,
+            outcome,
+            data_in,
+            exp_data_sn,
+            self.max_send_segment.load(Ordering::Acquire),
+            self.session.params.max_burst_length,
+        ))
+    }
+
     /// Sends a command's answer unless it was aborted, then frees its slot.
     pub async fn finish(
         &self,
@@ -268,20 +329,9 @@ impl ExecContext {
         data_in: Vec<u8>,
         exp_data_sn: u32,
     ) {
-        let owned = self.session.tasks.complete(info.itt, aborted);
-        self.session.window.complete();
-        if !owned || aborted.load(Ordering::Acquire) {
-            debug!(itt = info.itt, "aborted: no response");
+        let Some(pdus) = self.answer(info, aborted, outcome, data_in, exp_data_sn) else {
             return;
-        }
-        let pdus = result_pdus(
-            info,
-            outcome,
-            data_in,
-            exp_data_sn,
-            self.max_send_segment.load(Ordering::Acquire),
-            self.session.params.max_burst_length,
-        );
+        };
         for (bhs, data, mode) in pdus {
             if !self.tx.send(bhs, data, mode).await {
                 return;
@@ -371,7 +421,7 @@ fn result_pdus(
     };
     let good = outcome.status == ScsiStatus::Good && outcome.sense.is_none();
     if sent_len > 0 {
-        let data = Bytes::from(data_in);
+        let data = buffers::shared(data_in);
         let mut data_sn = 0u32;
         for seg in DataInSegments::new(sent_len, max_segment as usize, max_burst as usize) {
             let status = (seg.last && good).then_some(DataInStatus {
@@ -405,6 +455,8 @@ fn result_pdus(
         if good {
             return out;
         }
+    } else {
+        buffers::give(data_in);
     }
     let resp = ScsiResponse {
         response: RESPONSE_COMPLETED,

@@ -120,13 +120,14 @@ async fn full_feature(
             }
         });
         let exec = match &session.kind {
-            SessionKind::Normal { target, nexus } => Some(ExecContext {
+            SessionKind::Normal { target, nexus } => Some(Arc::new(ExecContext {
                 session: session.clone(),
                 luns: target.luns.clone(),
+                lanes: target.lanes.clone(),
                 nexus: nexus.clone(),
                 tx: tx.clone(),
-                max_send_segment: Arc::new(AtomicU32::new(max_send_segment)),
-            }),
+                max_send_segment: AtomicU32::new(max_send_segment),
+            })),
             SessionKind::Discovery => None,
         };
         // Daemon shutdown: ask the initiator to log out, then close.

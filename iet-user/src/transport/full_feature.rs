@@ -11,10 +11,12 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::buffers;
 use super::command::{
     CommandInfo, EarlyVerdict, ExecContext, MAX_WRITE_BUFFER, PendingWrite, decode_lun,
     fixed_sense, send_r2ts,
 };
+use super::lane::LaneWrite;
 use super::writer::{ConnTx, StatSnMode};
 use crate::proto::pdu::{
     AsyncEvent, AsyncMessage, Bhs, CodecError, DataOut, LogoutReason, LogoutRequest,
@@ -58,7 +60,7 @@ pub struct FullFeature<R> {
     pub session: Arc<Session>,
     pub registry: Arc<Registry>,
     pub conn: ConnHandle,
-    pub exec: Option<ExecContext>,
+    pub exec: Option<Arc<ExecContext>>,
     pub text: Box<dyn TextHandler>,
     pub settings: TargetSettings,
     pub writes: HashMap<u32, PendingWrite>,
@@ -328,7 +330,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
             if let Some(s) = spdtl {
                 task.limit_solicitation(u32::try_from(s).unwrap_or(u32::MAX));
             }
-            let mut buf = Vec::with_capacity(edtl as usize);
+            let mut buf = buffers::take(edtl as usize);
             buf.extend_from_slice(&pdu.data);
             buf.resize(edtl as usize, 0);
             Some(buf)
@@ -355,7 +357,7 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
         Flow::Continue
     }
 
-    async fn start_write(exec: ExecContext, w: PendingWrite) {
+    async fn start_write(exec: Arc<ExecContext>, w: PendingWrite) {
         let exp_data_sn = w.task.r2t_sn();
         match (w.verdict, w.buffer) {
             (Some(v), _) => {
@@ -368,17 +370,31 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                 // length (COMPARE AND WRITE) judge the mismatch themselves.
                 let started = std::time::Instant::now();
                 if let Some(outcome) = exec.try_write_now(&w.info, &buf) {
+                    let written = buf.len() as u64;
+                    buffers::give(buf);
                     exec.answer_write_now(
                         &w.info,
                         &w.aborted,
                         &outcome,
-                        buf.len() as u64,
+                        written,
                         exp_data_sn,
                         started,
                     )
                     .await;
+                    return;
+                }
+                let w = LaneWrite {
+                    exec,
+                    info: w.info,
+                    data: buf,
+                    aborted: w.aborted,
+                    exp_data_sn,
+                    started,
+                };
+                if w.exec.is_buffered_write(&w.info) {
+                    w.exec.lanes.clone().submit(w);
                 } else {
-                    tokio::spawn(exec.execute(w.info, buf, w.aborted, exp_data_sn));
+                    tokio::spawn(w.exec.execute(w.info, w.data, w.aborted, w.exp_data_sn));
                 }
             }
             (None, None) => unreachable!("a write without a verdict always has a buffer"),

@@ -318,7 +318,10 @@ impl LoginEnv for Env {
                     &target.name,
                     target.tpgt,
                 );
-                SessionKind::Normal { target, nexus }
+                SessionKind::Normal {
+                    target,
+                    nexus: Arc::new(nexus),
+                }
             }
             LoginKind::Discovery => SessionKind::Discovery,
         };

@@ -1,9 +1,11 @@
 //! Sockets live here and nowhere else: the listener, the per-connection
 //! task (login, then full-feature phase) and the writer.
 
+pub mod buffers;
 pub mod command;
 pub mod connection;
 pub mod full_feature;
+pub mod lane;
 pub mod login_phase;
 pub mod writer;
 

@@ -81,6 +81,22 @@ impl ConnTx {
             .is_ok()
     }
 
+    /// Queues a PDU, waiting for room; false when the connection is gone.
+    pub async fn send_pdu(&self, pdu: OutPdu) -> bool {
+        self.tx.send(Outbound::Pdu(pdu)).await.is_ok()
+    }
+
+    /// Queues a PDU without waiting (from any thread). Gives it back when
+    /// the queue is full; `Err(None)` when the connection is gone.
+    pub fn try_send(&self, pdu: OutPdu) -> Result<(), Option<OutPdu>> {
+        use mpsc::error::TrySendError;
+        match self.tx.try_send(Outbound::Pdu(pdu)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(Outbound::Pdu(pdu))) => Err(Some(pdu)),
+            Err(_) => Err(None),
+        }
+    }
+
     /// Waits until everything queued so far is on the wire.
     pub async fn flush(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
