@@ -39,7 +39,9 @@ enum Tool {
 struct Case {
     name: &'static str,
     tool: Tool,
+    /// Outstanding commands, over all sessions.
     qd: usize,
+    sessions: usize,
 }
 
 const CASES: &[Case] = &[
@@ -47,46 +49,61 @@ const CASES: &[Case] = &[
         name: "4K random read (iscsi-perf)",
         tool: Tool::IscsiPerf(8, true),
         qd: 32,
+        sessions: 1,
     },
     Case {
         name: "128K sequential read (iscsi-perf)",
         tool: Tool::IscsiPerf(256, false),
         qd: 32,
+        sessions: 1,
     },
     Case {
         name: "4K random write",
         tool: Tool::Load("randwrite", 4096),
         qd: 32,
+        sessions: 1,
     },
     Case {
         name: "4K random write",
         tool: Tool::Load("randwrite", 4096),
         qd: 1,
+        sessions: 1,
     },
     Case {
         name: "4K 70/30 mix",
         tool: Tool::Load("mix70", 4096),
         qd: 32,
+        sessions: 1,
     },
     Case {
         name: "4K 70/30 mix",
         tool: Tool::Load("mix70", 4096),
         qd: 1,
+        sessions: 1,
+    },
+    Case {
+        name: "4K 70/30 mix, 4 sessions",
+        tool: Tool::Load("mix70", 4096),
+        qd: 32,
+        sessions: 4,
     },
     Case {
         name: "1M sequential write",
         tool: Tool::Load("seqwrite", 1 << 20),
         qd: 32,
+        sessions: 1,
     },
     Case {
         name: "1M sequential write",
         tool: Tool::Load("seqwrite", 1 << 20),
         qd: 1,
+        sessions: 1,
     },
     Case {
         name: "4K random read",
         tool: Tool::Load("randread", 4096),
         qd: 1,
+        sessions: 1,
     },
 ];
 
@@ -95,21 +112,25 @@ const EBPF_CASES: &[Case] = &[
         name: "4K random read",
         tool: Tool::Load("randread", 4096),
         qd: 1,
+        sessions: 1,
     },
     Case {
         name: "4K random read",
         tool: Tool::Load("randread", 4096),
         qd: 32,
+        sessions: 1,
     },
     Case {
         name: "128K sequential read",
         tool: Tool::Load("seqread", 128 * 1024),
         qd: 1,
+        sessions: 1,
     },
     Case {
         name: "128K sequential read",
         tool: Tool::Load("seqread", 128 * 1024),
         qd: 32,
+        sessions: 1,
     },
 ];
 
@@ -340,9 +361,8 @@ fn iscsi_perf(
 fn iet_load(
     root: &Path,
     (port, iqn, lun): (u16, &str, u64),
-    pattern: &str,
-    size: u32,
-    qd: usize,
+    (pattern, size): (&str, u32),
+    (qd, sessions): (usize, usize),
     seconds: f64,
 ) -> anyhow::Result<Sample> {
     let out = Command::new(root.join("target/release/iet-load"))
@@ -360,7 +380,9 @@ fn iet_load(
             "--io-size",
             &size.to_string(),
             "--qd",
-            &qd.to_string(),
+            &(qd / sessions.max(1)).to_string(),
+            "--sessions",
+            &sessions.to_string(),
         ])
         .args(["--seconds", &seconds.to_string()])
         .output()
@@ -397,17 +419,31 @@ fn measure(root: &Path, case: &Case, on_tgt: bool, seconds: u32) -> anyhow::Resu
         Tool::Load(pattern, size) => iet_load(
             root,
             (port, iqn, lun),
-            pattern,
-            size,
-            case.qd,
+            (pattern, size),
+            (case.qd, case.sessions),
             f64::from(seconds),
         ),
     }
 }
 
-fn median(mut v: Vec<Sample>) -> Sample {
-    v.sort_by(|a, b| a.iops.total_cmp(&b.iops));
-    v.get(v.len() / 2).copied().unwrap_or_default()
+/// Each figure's median over the runs (a run's p99 is not tied to its IOPS).
+fn median(v: &[Sample]) -> Sample {
+    fn mid<T: Copy + Default>(
+        v: &[Sample],
+        f: impl Fn(&Sample) -> T,
+        cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+    ) -> T {
+        let mut xs: Vec<T> = v.iter().map(f).collect();
+        xs.sort_by(cmp);
+        xs.get(xs.len() / 2).copied().unwrap_or_default()
+    }
+    Sample {
+        iops: mid(v, |s| s.iops, f64::total_cmp),
+        mib_per_s: mid(v, |s| s.mib_per_s, f64::total_cmp),
+        p50_us: mid(v, |s| s.p50_us, Ord::cmp),
+        p99_us: mid(v, |s| s.p99_us, Ord::cmp),
+        p999_us: mid(v, |s| s.p999_us, Ord::cmp),
+    }
 }
 
 fn loopback_ceiling(seconds: u32) -> anyhow::Result<f64> {
@@ -443,7 +479,10 @@ fn label(c: &Case) -> String {
 
 pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let smoke = args.iter().any(|a| a == "--smoke");
-    let (seconds, rounds) = if smoke { (1, 1) } else { (5, 3) };
+    let started = Instant::now();
+    // The variants compare ietd with itself: shorter runs keep the whole
+    // bench (fresh build included) under ten minutes.
+    let (seconds, variant_seconds, rounds) = if smoke { (1, 1, 1) } else { (5, 3, 3) };
     prereq::for_test()?;
     let root = crate::root();
     step("building release binaries (ietd, iet-load)");
@@ -485,7 +524,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
             a.push(measure(&root, case, false, seconds)?);
             b.push(measure(&root, case, true, seconds)?);
         }
-        let (a, b) = (median(a), median(b));
+        let (a, b) = (median(&a), median(&b));
         println!(
             "{:40} ietd {:>9.0} IOPS  tgt {:>9.0} IOPS  ratio {:.2}",
             label(case),
@@ -530,11 +569,10 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
                     ]))?;
             }
             for case in EBPF_CASES {
-                let s = median(
-                    (0..rounds)
-                        .map(|_| measure(&root, case, false, seconds))
-                        .collect::<anyhow::Result<_>>()?,
-                );
+                let runs = (0..rounds)
+                    .map(|_| measure(&root, case, false, variant_seconds))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let s = median(&runs);
                 println!(
                     "{name:24} {:32} {:>9.0} IOPS p99 {} µs",
                     label(case),
@@ -549,7 +587,11 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         println!("not root: eBPF variants skipped");
     }
     write_reports(&out_dir, ceiling, &rows, &ebpf_rows, usage, smoke)?;
-    println!("\nresults in {}", out_dir.display());
+    println!(
+        "\nresults in {} ({} s)",
+        out_dir.display(),
+        started.elapsed().as_secs()
+    );
     Ok(())
 }
 

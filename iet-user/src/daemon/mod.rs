@@ -128,14 +128,20 @@ fn close_on_kernel_events(dataplane: &Dataplane, registry: &Arc<Registry>) {
     });
 }
 
-/// Frees I/O buffers the pool kept but nothing used for a while.
+/// Frees I/O buffers the pool kept but nothing used for a while, and
+/// hands the memory back to the kernel.
 fn trim_buffers(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(10));
+        let mut every = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = every.tick() => crate::transport::buffers::POOL.trim(),
+                _ = every.tick() => {
+                    if crate::transport::buffers::POOL.trim() > 0 {
+                        // SAFETY: malloc_trim only releases free heap memory.
+                        unsafe { libc::malloc_trim(0) };
+                    }
+                }
             }
         }
     });

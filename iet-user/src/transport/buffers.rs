@@ -13,7 +13,7 @@ const MIN_SHIFT: u32 = 12;
 const MAX_SHIFT: u32 = 20;
 const CLASSES: usize = (MAX_SHIFT - MIN_SHIFT + 1) as usize;
 /// Most bytes kept in free lists, over all classes.
-const KEEP_BYTES: usize = 64 << 20;
+const KEEP_BYTES: usize = 32 << 20;
 
 struct Class {
     free: Vec<Vec<u8>>,
@@ -99,8 +99,10 @@ impl BufPool {
         self.lock(class).free.push(v);
     }
 
-    /// Frees the buffers no one needed since the last call (run periodically).
-    pub fn trim(&self) {
+    /// Frees the buffers no one needed since the last call (run
+    /// periodically); returns how many bytes went.
+    pub fn trim(&self) -> usize {
+        let mut freed = 0;
         for class in 0..CLASSES {
             let unused: Vec<Vec<u8>> = {
                 let mut c = self.lock(class);
@@ -111,7 +113,9 @@ impl BufPool {
             };
             let bytes: usize = unused.iter().map(Vec::capacity).sum();
             self.kept.fetch_sub(bytes, Ordering::Relaxed);
+            freed += bytes;
         }
+        freed
     }
 
     /// Bytes held in free lists.

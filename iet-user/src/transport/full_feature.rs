@@ -77,8 +77,20 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
     pub async fn run(mut self) -> ConnEnd {
         let mut last_rx = Instant::now();
         let mut logout_deadline: Option<Instant> = None;
+        // One timer for the connection, moved only to an earlier deadline:
+        // re-arming it per PDU cost more than the commands' own work.
+        let timer = tokio::time::sleep_until(last_rx);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            let nop_at = self.next_timer(last_rx, logout_deadline);
+            match self.next_timer(last_rx, logout_deadline) {
+                Some(at) if armed.is_none_or(|a| at < a) => {
+                    timer.as_mut().reset(at);
+                    armed = Some(at);
+                }
+                Some(_) => {}
+                None => armed = None,
+            }
             let read = read_pdu(&mut self.reader, &mut self.rbuf, &mut self.decoder);
             let flow = tokio::select! {
                 biased;
@@ -91,16 +103,38 @@ impl<R: AsyncRead + Unpin> FullFeature<R> {
                 res = read => match res {
                     Ok(Some(pdu)) => {
                         last_rx = Instant::now();
-                        self.on_pdu(pdu).await
+                        self.on_pdus(pdu).await
                     }
                     Ok(None) => Flow::Close(ConnEnd::Eof),
                     Err(ReadError::Codec(e)) => self.on_codec_error(e).await,
                     Err(ReadError::Io(e)) => Flow::Close(ConnEnd::Io(e)),
                 },
-                () = sleep_until_opt(nop_at) => self.on_timer(last_rx, logout_deadline).await,
+                () = &mut timer, if armed.is_some() => {
+                    // It may fire early (activity since); on_timer checks.
+                    armed = None;
+                    self.on_timer(last_rx, logout_deadline).await
+                }
             };
             if let Flow::Close(end) = flow {
                 return end;
+            }
+        }
+    }
+
+    /// Handles a PDU, then every whole PDU already buffered behind it.
+    async fn on_pdus(&mut self, first: Pdu) -> Flow {
+        let mut pdu = first;
+        loop {
+            if let Flow::Close(end) = self.on_pdu(pdu).await {
+                return Flow::Close(end);
+            }
+            if self.conn.cancel.is_cancelled() {
+                return Flow::Close(ConnEnd::Cancelled);
+            }
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(next)) => pdu = next,
+                Ok(None) => return Flow::Continue,
+                Err(e) => return self.on_codec_error(e).await,
             }
         }
     }
@@ -738,12 +772,5 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
         if reader.read_buf(buf).await.map_err(ReadError::Io)? == 0 {
             return Ok(None);
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

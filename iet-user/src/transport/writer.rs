@@ -272,6 +272,28 @@ mod tests {
     use super::*;
     use crate::proto::pdu::{Opcode, PduDecoder};
 
+    #[test]
+    fn try_send_hands_back_on_a_full_queue_and_reports_a_closed_one() {
+        let (tx, mut rx) = Writer::channel(1);
+        let pdu = |itt| OutPdu {
+            bhs: {
+                let mut b = Bhs::new(Opcode::ScsiResponse);
+                b.set_itt(itt);
+                b
+            },
+            data: Bytes::new(),
+            stat_sn: StatSnMode::Advance,
+        };
+        assert!(tx.try_send(pdu(1)).is_ok());
+        match tx.try_send(pdu(2)) {
+            Err(Some(back)) => assert_eq!(back.bhs.itt(), 2),
+            other => panic!("expected the PDU back, got {other:?}"),
+        }
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Pdu(p)) if p.bhs.itt() == 1));
+        drop(rx);
+        assert!(matches!(tx.try_send(pdu(3)), Err(None)));
+    }
+
     #[tokio::test]
     async fn vectored_batches_decode_like_copied_ones() {
         for digests in [
