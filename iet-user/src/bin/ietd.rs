@@ -43,6 +43,10 @@ struct Args {
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<SocketAddr>,
+    /// Busy-poll budget in µs for initiators that send one command at a
+    /// time (0: never poll).
+    #[arg(long, value_name = "US")]
+    busy_poll_us: Option<u32>,
     /// Print the effective configuration as TOML and exit (converts an
     /// IET ietd.conf).
     #[arg(long)]
@@ -86,6 +90,9 @@ impl Args {
         }
         if let Some(d) = self.state_dir {
             config.state_dir = d;
+        }
+        if let Some(us) = self.busy_poll_us {
+            config.busy_poll_us = us;
         }
         if let Some(m) = self.metrics {
             config.metrics = Some(m);

@@ -27,6 +27,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    crate::transport::spin::set_budget_us(config.busy_poll_us);
     let registry = Arc::new(build_registry(&config)?);
     let server = Server::new(registry.clone(), shutdown.clone());
     // The data plane first, so no accepted connection escapes sock_ops.

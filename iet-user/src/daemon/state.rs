@@ -200,6 +200,7 @@ impl Daemon {
     /// The running configuration, as `ietadm save` writes it.
     pub fn running_config(&self) -> Config {
         let mut cfg = self.base.clone();
+        cfg.busy_poll_us = crate::transport::spin::budget_us();
         cfg.portals = self
             .registry
             .portals()
@@ -315,6 +316,7 @@ impl Daemon {
                 self.portal_add(p.listen, p.advertise)?;
             }
         }
+        crate::transport::spin::set_budget_us(new.busy_poll_us);
         self.registry
             .discovery_incoming
             .write()

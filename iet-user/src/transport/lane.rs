@@ -18,15 +18,12 @@ use tracing::warn;
 
 use super::buffers;
 use super::command::{CommandInfo, ExecContext};
+use super::spin::{self, SpinSlot};
 use super::writer::OutPdu;
 
 /// Writes run before their answers are sent together. Larger batches
 /// starve the initiator's pipeline (32 measured 30% slower at QD32).
 const BATCH: usize = 8;
-/// How long a busy lane polls for the next write before sleeping. A QD1
-/// initiator's next write comes one round trip (about 50 µs here) after
-/// its answer, and a sleep and wake-up cost about that much again.
-const MAX_POLL: Duration = Duration::from_micros(250);
 
 /// A buffered write waiting for its lane.
 pub struct LaneWrite {
@@ -102,9 +99,12 @@ fn run(queue: &Receiver<LaneWrite>, runtime: &tokio::runtime::Handle) {
         let Some(first) = next_write(queue, poll) else {
             return;
         };
-        // Poll next time only while writes keep coming soon after each other.
-        poll = if idle_since.elapsed() < MAX_POLL {
-            MAX_POLL
+        // Poll next time only while writes keep coming soon after each other
+        // (a QD1 initiator's next write comes one round trip after its
+        // answer; a sleep and wake-up cost about that much again).
+        let max_poll = spin::lane_budget();
+        poll = if idle_since.elapsed() < max_poll {
+            max_poll
         } else {
             Duration::ZERO
         };
@@ -157,6 +157,14 @@ fn run(queue: &Receiver<LaneWrite>, runtime: &tokio::runtime::Handle) {
 /// waited for. `None` when the lane's target is gone.
 fn next_write(queue: &Receiver<LaneWrite>, poll: Duration) -> Option<LaneWrite> {
     let until = Instant::now() + poll;
+    let _slot = if poll.is_zero() {
+        None
+    } else {
+        match SpinSlot::try_acquire() {
+            Some(slot) => Some(slot),
+            None => return queue.recv().ok(),
+        }
+    };
     loop {
         match queue.try_recv() {
             Ok(w) => return Some(w),

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod full_feature;
 pub mod lane;
 pub mod login_phase;
+pub mod spin;
 pub mod writer;
 
 use std::collections::HashMap;
