@@ -416,3 +416,18 @@ fn portals_change_live_and_reload_applies_an_edited_file() {
     );
     assert!(ietd.stop());
 }
+
+#[test]
+fn the_busy_poll_budget_is_a_setting() {
+    let dump = |extra: &[&str]| {
+        let out = std::process::Command::new(binary("ietd"))
+            .args(["--target", IQN, "--lun", "mem:1M", "--dump-config"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(dump(&[]).contains("busy_poll_us = 100"), "the default");
+    assert!(dump(&["--busy-poll-us", "0"]).contains("busy_poll_us = 0"));
+}
