@@ -123,12 +123,6 @@ const EBPF_CASES: &[Case] = &[
     Case {
         name: "128K sequential read",
         tool: Tool::Load("seqread", 128 * 1024),
-        qd: 1,
-        sessions: 1,
-    },
-    Case {
-        name: "128K sequential read",
-        tool: Tool::Load("seqread", 128 * 1024),
         qd: 32,
         sessions: 1,
     },
@@ -513,7 +507,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     // The variants compare ietd with itself: shorter runs keep the whole
     // bench (fresh build included) under ten minutes.
-    let (seconds, variant_seconds, rounds) = if smoke { (1, 1, 1) } else { (4, 2, 3) };
+    let (seconds, variant_seconds, rounds) = if smoke { (1, 1, 1) } else { (3, 2, 3) };
     prereq::for_test()?;
     let root = crate::root();
     step("building release binaries (ietd, iet-load)");
@@ -540,7 +534,7 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     }
 
     step("loopback TCP ceiling (iperf3)");
-    let loopback = loopback_ceiling(if smoke { 1 } else { 5 })?;
+    let loopback = loopback_ceiling(if smoke { 1 } else { 3 })?;
     let ceiling = loopback.mib_per_s;
     println!(
         "loopback: {ceiling:.0} MiB/s (128 KiB writes), {:.0} MiB/s (1 MiB writes)",
