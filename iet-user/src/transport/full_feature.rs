@@ -99,9 +99,7 @@ impl<R: AsyncRead + TryRead + Unpin> FullFeature<R> {
         loop {
             // Our answers' writer (and other connections) run first.
             tokio::task::yield_now().await;
-            if self.rbuf.capacity() - self.rbuf.len() < 4096 {
-                self.rbuf.reserve(64 * 1024);
-            }
+            make_room(&mut self.rbuf);
             match self.reader.try_read_buf(&mut self.rbuf) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 // Data, an end or an error: the read path takes it from here.
@@ -809,6 +807,13 @@ pub enum ReadError {
 
 /// Reads until one whole PDU is buffered; `Ok(None)` at end of stream.
 /// Cancel-safe: bytes read stay in `buf`.
+/// Keeps room in the read buffer for the next socket read.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 * 1024);
+    }
+}
+
 pub async fn read_pdu<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,
@@ -818,9 +823,7 @@ pub async fn read_pdu<R: AsyncRead + Unpin>(
         if let Some(pdu) = decoder.decode(buf).map_err(ReadError::Codec)? {
             return Ok(Some(pdu));
         }
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
+        make_room(buf);
         if reader.read_buf(buf).await.map_err(ReadError::Io)? == 0 {
             return Ok(None);
         }
