@@ -334,11 +334,11 @@ pub fn sessions(d: &Daemon) -> Vec<SessionView> {
                     local: c.local,
                     peer: c.peer,
                     header_digest: s
-                        .negotiated
+                        .negotiated()
                         .iter()
                         .any(|(k, v)| k == "HeaderDigest" && v == "CRC32C"),
                     data_digest: s
-                        .negotiated
+                        .negotiated()
                         .iter()
                         .any(|(k, v)| k == "DataDigest" && v == "CRC32C"),
                     tx_bytes: c
@@ -360,7 +360,7 @@ pub fn sessions(d: &Daemon) -> Vec<SessionView> {
                 exp_cmd_sn: s.window.exp_cmd_sn(),
                 max_cmd_sn: s.window.max_cmd_sn(),
                 tasks: s.tasks.len(),
-                negotiated: s.negotiated.clone(),
+                negotiated: s.negotiated(),
                 connections: conns,
             }
         })

@@ -6,6 +6,7 @@ pub mod datain;
 pub mod digest;
 pub mod discovery;
 pub mod error;
+pub mod ffp;
 pub mod login;
 pub mod names;
 pub mod params;

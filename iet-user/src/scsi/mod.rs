@@ -9,6 +9,7 @@ mod pr;
 mod sbc;
 mod sense;
 mod spc;
+pub mod task_set;
 mod ua;
 mod vpd;
 
@@ -310,6 +311,46 @@ impl LogicalUnits {
     pub fn lun_reset(&self, lun: u64, by: &ItNexus) {
         if let Some(lu) = self.get(lun) {
             lu.reset(by, SenseReason::BusDeviceResetOccurred);
+        }
+    }
+
+    /// Whether the LU reports sense in descriptor format (D_SENSE, SPC-5
+    /// §7.5.9), for sense the transport builds.
+    pub fn descriptor_sense(&self, lun: u64) -> bool {
+        self.get(lun).is_some_and(|lu| lu.lock().mode.d_sense)
+    }
+
+    /// Whether the LUN exists.
+    pub fn has_lun(&self, lun: u64) -> bool {
+        self.get(lun).is_some()
+    }
+
+    /// A unit attention for one nexus on one LU (COMMANDS CLEARED BY
+    /// ANOTHER INITIATOR after a CLEAR TASK SET from elsewhere).
+    pub fn establish_ua(&self, lun: u64, nexus: u64, reason: SenseReason) {
+        if let Some(lu) = self.get(lun) {
+            lu.lock().ua.establish_for(nexus, reason);
+        }
+    }
+
+    /// Whether a unit attention is pending for the nexus on the LU (QUERY
+    /// ASYNCHRONOUS EVENT), without reporting it.
+    pub fn ua_pending(&self, lun: u64, nexus: u64) -> bool {
+        self.get(lun).is_some_and(|lu| lu.lock().ua.pending(nexus))
+    }
+
+    /// I_T NEXUS RESET (SAM-5 §7.6): on every LU as if the nexus were lost
+    /// (RESERVE and PREVENT released), and the nexus gets I_T NEXUS LOSS
+    /// OCCURRED.
+    pub fn it_nexus_reset(&self, nexus: &ItNexus) {
+        for lun in self.lun_list() {
+            if let Some(lu) = self.get(lun) {
+                lu.nexus_loss(nexus);
+                let mut st = lu.lock();
+                st.ua.touch(nexus);
+                st.ua
+                    .establish_for(nexus.id, SenseReason::ItNexusLossOccurred);
+            }
         }
     }
 

@@ -41,6 +41,16 @@ sense_reasons! {
     InvalidFieldInInformationUnit = (ILLEGAL_REQUEST, 0x0e, 0x03),
     /// For the transport: a Data-Out sequence error (RFC 7143 §11.4.7.2).
     DataPhaseError = (ABORTED_COMMAND, 0x4b, 0x00),
+    /// For the transport: a Data-Out with a TTT we never gave out.
+    InvalidTargetPortTransferTag = (ABORTED_COMMAND, 0x4b, 0x01),
+    /// For the transport: more Data-Out than solicited or expected.
+    TooMuchWriteData = (ABORTED_COMMAND, 0x4b, 0x02),
+    /// For the transport: a Data-Out at the wrong buffer offset.
+    DataOffsetError = (ABORTED_COMMAND, 0x4b, 0x05),
+    /// For the transport: unsolicited Data-Out where InitialR2T=Yes.
+    UnexpectedUnsolicitedData = (ABORTED_COMMAND, 0x0c, 0x0c),
+    /// For the transport: a data digest error (ErrorRecoveryLevel 0).
+    ProtocolServiceCrcError = (ABORTED_COMMAND, 0x47, 0x05),
     ParameterListLengthError = (ILLEGAL_REQUEST, 0x1a, 0x00),
     InvalidCommandOperationCode = (ILLEGAL_REQUEST, 0x20, 0x00),
     LbaOutOfRange = (ILLEGAL_REQUEST, 0x21, 0x00),
@@ -56,6 +66,8 @@ sense_reasons! {
     ScsiBusResetOccurred = (UNIT_ATTENTION, 0x29, 0x02),
     BusDeviceResetOccurred = (UNIT_ATTENTION, 0x29, 0x03),
     ItNexusLossOccurred = (UNIT_ATTENTION, 0x29, 0x07),
+    /// CLEAR TASK SET from another nexus aborted this one's tasks (SAM-5 §7.4).
+    CommandsClearedByAnotherInitiator = (UNIT_ATTENTION, 0x2f, 0x00),
     ModeParametersChanged = (UNIT_ATTENTION, 0x2a, 0x01),
     ReservationsPreempted = (UNIT_ATTENTION, 0x2a, 0x03),
     ReservationsReleased = (UNIT_ATTENTION, 0x2a, 0x04),

@@ -76,6 +76,20 @@ impl UnitAttentions {
         }
     }
 
+    /// Establish `r` for one nexus (if it has been seen).
+    pub(crate) fn establish_for(&mut self, nexus: u64, r: SenseReason) {
+        if let Some(entry) = self.nexuses.get_mut(&nexus) {
+            Self::push(entry, r);
+        }
+    }
+
+    /// Whether a condition is pending for the nexus (without reporting it).
+    pub(crate) fn pending(&self, nexus: u64) -> bool {
+        self.nexuses
+            .get(&nexus)
+            .is_some_and(|e| !e.pending.is_empty())
+    }
+
     /// Establish `r` for every nexus whose (initiator port, target port) matches.
     pub(crate) fn establish_port(
         &mut self,

@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod session;
 pub mod stats;
+pub mod tmf;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -56,12 +57,14 @@ pub struct Target {
     pub tpgt: u16,
     pub luns: Arc<LogicalUnits>,
     /// One thread per LU for buffered writes, shared by every session.
-    pub lanes: Arc<crate::transport::lane::WriteLanes>,
+    pub lanes: Arc<crate::transport::lane::WriteLanes<crate::transport::exec::LaneWrite>>,
     pub settings: RwLock<TargetSettings>,
     /// How each LUN was configured, for `ietadm save` and views.
     pub lun_specs: Mutex<BTreeMap<u64, crate::config::LunSpec>>,
     /// Commands of every session this target has had.
     pub stats: stats::CommandStats,
+    /// Each LU's task set (SAM-5 §8), shared by every session.
+    pub task_sets: Arc<session::TaskSets>,
 }
 
 impl Target {
@@ -75,6 +78,7 @@ impl Target {
             settings: RwLock::new(settings),
             lun_specs: Mutex::new(BTreeMap::new()),
             stats: stats::CommandStats::default(),
+            task_sets: Arc::default(),
         }
     }
 
@@ -116,6 +120,55 @@ pub struct Registry {
     pub discovery_outgoing: RwLock<Option<ChapAccount>>,
     /// The eBPF data plane, once the daemon has started it.
     pub dataplane: std::sync::OnceLock<Arc<crate::dataplane::Dataplane>>,
+    /// Memory admission for write data.
+    pub admission: Admission,
+}
+
+/// Default bytes of write data one session may hold.
+pub const DEFAULT_SESSION_WRITE_BUDGET: u64 = 64 << 20;
+/// Default bytes of write data all sessions together may hold.
+pub const DEFAULT_DAEMON_WRITE_BUDGET: u64 = 512 << 20;
+
+/// The daemon-wide write budget, the per-session limit, and the wake-up
+/// for connections whose writes wait for budget.
+#[derive(Debug)]
+pub struct Admission {
+    pub daemon: Arc<crate::proto::ffp::admission::Budget>,
+    pub session_limit: std::sync::atomic::AtomicU64,
+    pub freed: Arc<tokio::sync::Notify>,
+}
+
+impl Admission {
+    pub fn new(daemon_limit: u64, session_limit: u64) -> Admission {
+        let freed = Arc::new(tokio::sync::Notify::new());
+        let wake = freed.clone();
+        Admission {
+            daemon: crate::proto::ffp::admission::Budget::new(
+                daemon_limit,
+                Some(Arc::new(move || wake.notify_waiters())),
+            ),
+            session_limit: AtomicU64::new(session_limit),
+            freed,
+        }
+    }
+
+    /// Budgets for a new session.
+    pub fn for_session(&self) -> crate::proto::ffp::admission::Budgets {
+        let wake = self.freed.clone();
+        crate::proto::ffp::admission::Budgets {
+            session: crate::proto::ffp::admission::Budget::new(
+                self.session_limit.load(Ordering::Relaxed),
+                Some(Arc::new(move || wake.notify_waiters())),
+            ),
+            daemon: self.daemon.clone(),
+        }
+    }
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission::new(DEFAULT_DAEMON_WRITE_BUDGET, DEFAULT_SESSION_WRITE_BUDGET)
+    }
 }
 
 impl Registry {
@@ -236,6 +289,41 @@ impl Registry {
     }
 
     /// Forgets a session (its last connection ended).
+    /// Removes a connection from its session; the last one out ends the
+    /// session (nexus loss).
+    pub fn leave_session(&self, session: &Arc<Session>, cid: u16, conn: &session::ConnHandle) {
+        let last = {
+            let mut conns = session.connections.lock().expect("conn lock");
+            if conns
+                .get(&cid)
+                .is_some_and(|c| Arc::ptr_eq(&c.inbox, &conn.inbox))
+            {
+                conns.remove(&cid);
+            }
+            conns.is_empty()
+        };
+        if last {
+            self.end_session(session);
+        }
+    }
+
+    /// Ends a session: its tasks are aborted (blocked ones woken to end),
+    /// held commands forgotten, and SCSI sees the I_T nexus go.
+    pub fn end_session(&self, session: &Arc<Session>) {
+        session.close();
+        let itts = session.tasks.abort_where(|_| true);
+        session.window.drain_held();
+        if let session::SessionKind::Normal { target, nexus } = &session.kind {
+            if !itts.is_empty() {
+                let id = nexus.id;
+                target.task_sets.wake_aborted(|n, _| n == id);
+            }
+            target.luns.nexus_loss(nexus);
+        }
+        self.remove_session(session);
+        tracing::info!(tsih = session.id.tsih, "session ended");
+    }
+
     pub fn remove_session(&self, session: &Arc<Session>) {
         let mut table = self.sessions.lock().expect("sessions lock");
         if table

@@ -1,52 +1,123 @@
 //! Sessions as the full-feature phase sees them: the CmdSN window shared by
 //! a session's connections, and the table of its live tasks.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::proto::seq;
-use crate::scsi::ItNexus;
+use crate::proto::ffp::conn::CmdSnCheck;
+use crate::proto::ffp::ordering::{Arrival, CmdSnQueue};
+use crate::scsi::task_set::{TaskSet, Ticket};
+use crate::scsi::{ItNexus, TaskAttr};
 
-/// ExpCmdSN/MaxCmdSN bookkeeping (RFC 7143 §4.2.2.1). MaxCmdSN opens as
-/// commands complete, so the window bounds the commands queued per session.
+/// The session's CmdSN window and ordering queue (RFC 7143 §3.2.2.1),
+/// shared by its connections; ExpCmdSN and MaxCmdSN are mirrored in atomics
+/// for the writers that stamp every PDU.
 #[derive(Debug)]
 pub struct CmdWindow {
     exp_cmd_sn: AtomicU32,
     max_cmd_sn: AtomicU32,
-    inner: Mutex<WindowState>,
+    queue: Mutex<CmdSnQueue<Option<Delivery>>>,
 }
 
+/// A SCSI command that reached the window: who owns it, and how it enters
+/// its LU's task set once it is in CmdSN order.
 #[derive(Debug)]
-struct WindowState {
-    exp_cmd_sn: u32,
-    /// CmdSNs received ahead of ExpCmdSN (possible with several connections).
-    ahead: BTreeSet<u32>,
-    active: u32,
-    depth: u32,
+pub struct Delivery {
+    pub cid: u16,
+    pub itt: u32,
+    pub lun: u64,
+    pub attr: TaskAttr,
 }
 
-/// What to do with a non-immediate command's CmdSN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmdSnVerdict {
-    Accept,
-    /// Outside the window or a duplicate: silently ignored (RFC 7143 §4.2.2.1).
-    Drop,
+/// A delivered command's place in its task set; completes it on drop.
+pub struct TaskSetSlot {
+    sets: Arc<TaskSets>,
+    lun: u64,
+    ticket: Ticket,
+}
+
+impl std::fmt::Debug for TaskSetSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskSetSlot")
+            .field("lun", &self.lun)
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TaskSetSlot {
+    fn drop(&mut self) {
+        self.sets.complete(self.lun, self.ticket);
+    }
+}
+
+/// Waits until the task may run (SAM-5 §8.6); `None` when it may now.
+pub type EnableWait = Option<tokio::sync::oneshot::Receiver<()>>;
+
+/// A command in CmdSN order, entered in its task set.
+#[derive(Debug)]
+pub struct Delivered {
+    pub cid: u16,
+    pub itt: u32,
+    pub slot: TaskSetSlot,
+    pub wait: EnableWait,
+}
+
+/// One LU's task set: tasks named by (nexus, ITT), woken by a oneshot.
+type LuTaskSet = TaskSet<(u64, u32), tokio::sync::oneshot::Sender<()>>;
+
+/// The task sets of one target's LUs, by LUN.
+#[derive(Debug, Default)]
+pub struct TaskSets {
+    sets: Mutex<HashMap<u64, LuTaskSet>>,
+}
+
+impl TaskSets {
+    fn enter(self: &Arc<Self>, nexus: u64, d: &Delivery) -> (TaskSetSlot, EnableWait) {
+        let mut sets = self.sets.lock().expect("task sets lock");
+        let (ticket, wait) = sets.entry(d.lun).or_default().enter(
+            (nexus, d.itt),
+            d.attr,
+            tokio::sync::oneshot::channel,
+        );
+        (
+            TaskSetSlot {
+                sets: self.clone(),
+                lun: d.lun,
+                ticket,
+            },
+            wait,
+        )
+    }
+
+    fn complete(&self, lun: u64, ticket: Ticket) {
+        let mut sets = self.sets.lock().expect("task sets lock");
+        if let Some(set) = sets.get_mut(&lun) {
+            set.complete(ticket, |w| {
+                let _ = w.send(());
+            });
+        }
+    }
+
+    /// Wakes blocked tasks that were aborted so they end without running
+    /// (their waiter sees the channel close).
+    pub fn wake_aborted(&self, pred: impl Fn(u64, u32) -> bool) {
+        let mut sets = self.sets.lock().expect("task sets lock");
+        for set in sets.values_mut() {
+            drop(set.take_waiters(|(n, i)| pred(*n, *i)));
+        }
+    }
 }
 
 impl CmdWindow {
     pub fn new(exp_cmd_sn: u32, depth: u32) -> CmdWindow {
-        let depth = depth.max(1);
+        let queue = CmdSnQueue::new(exp_cmd_sn, depth);
         CmdWindow {
-            exp_cmd_sn: AtomicU32::new(exp_cmd_sn),
-            max_cmd_sn: AtomicU32::new(exp_cmd_sn.wrapping_add(depth - 1)),
-            inner: Mutex::new(WindowState {
-                exp_cmd_sn,
-                ahead: BTreeSet::new(),
-                active: 0,
-                depth,
-            }),
+            exp_cmd_sn: AtomicU32::new(queue.exp_cmd_sn()),
+            max_cmd_sn: AtomicU32::new(queue.max_cmd_sn()),
+            queue: Mutex::new(queue),
         }
     }
 
@@ -58,57 +129,80 @@ impl CmdWindow {
         self.max_cmd_sn.load(Ordering::Acquire)
     }
 
-    /// Checks a command's CmdSN; an accepted command counts as active
-    /// until [`CmdWindow::complete`] when `counts` is set.
-    pub fn accept(&self, cmd_sn: u32, immediate: bool, counts: bool) -> CmdSnVerdict {
-        let mut st = self.inner.lock().expect("window lock");
-        if !immediate {
-            let max = self.max_cmd_sn();
-            if !seq::in_window(cmd_sn, st.exp_cmd_sn, max) || st.ahead.contains(&cmd_sn) {
-                return CmdSnVerdict::Drop;
-            }
-            if cmd_sn == st.exp_cmd_sn {
-                st.exp_cmd_sn = st.exp_cmd_sn.wrapping_add(1);
-                loop {
-                    let next = st.exp_cmd_sn;
-                    if !st.ahead.remove(&next) {
-                        break;
-                    }
-                    st.exp_cmd_sn = next.wrapping_add(1);
-                }
-            } else {
-                st.ahead.insert(cmd_sn);
-            }
-        }
-        if counts {
-            st.active += 1;
-        }
-        self.publish(&st);
-        CmdSnVerdict::Accept
+    fn publish(&self, q: &CmdSnQueue<Option<Delivery>>) {
+        self.exp_cmd_sn.store(q.exp_cmd_sn(), Ordering::Release);
+        self.max_cmd_sn.store(q.max_cmd_sn(), Ordering::Release);
+    }
+
+    /// A SCSI command's CmdSN: false when dropped (outside the window),
+    /// else held (ahead of ExpCmdSN) or delivered. Delivered commands, this one and the held
+    /// ones it released, enter their task sets here, under the window's
+    /// lock, so every LU sees them in CmdSN order; they are pushed to `out`.
+    pub fn arrive(
+        &self,
+        cmd_sn: u32,
+        immediate: bool,
+        d: Delivery,
+        nexus: u64,
+        sets: &Arc<TaskSets>,
+        out: &mut Vec<Delivered>,
+    ) -> bool {
+        let mut q = self.queue.lock().expect("window lock");
+        let verdict = q.arrive(cmd_sn, immediate, true, true, Some(d), |d| {
+            let Some(d) = d else { return };
+            let (slot, wait) = sets.enter(nexus, &d);
+            out.push(Delivered {
+                cid: d.cid,
+                itt: d.itt,
+                slot,
+                wait,
+            });
+        });
+        self.publish(&q);
+        !matches!(verdict, Arrival::Drop(_))
     }
 
     /// A counted command finished: the window opens by one.
     pub fn complete(&self) {
-        let mut st = self.inner.lock().expect("window lock");
-        st.active = st.active.saturating_sub(1);
-        self.publish(&st);
+        let mut q = self.queue.lock().expect("window lock");
+        q.complete();
+        self.publish(&q);
     }
 
-    fn publish(&self, st: &WindowState) {
-        let room = st.depth.saturating_sub(st.active).max(1);
-        let max = st.exp_cmd_sn.wrapping_add(room - 1);
-        self.exp_cmd_sn.store(st.exp_cmd_sn, Ordering::Release);
-        // MaxCmdSN never moves backwards (RFC 7143 §4.2.2.1).
-        let old = self.max_cmd_sn.load(Ordering::Acquire);
-        if seq::gt(max, old) {
-            self.max_cmd_sn.store(max, Ordering::Release);
-        }
+    /// Holds MaxCmdSN (write budget spent) or releases it; true when
+    /// MaxCmdSN moved and the initiator should hear of it.
+    pub fn set_throttled(&self, throttled: bool) -> bool {
+        let mut q = self.queue.lock().expect("window lock");
+        let moved = q.set_throttled(throttled);
+        self.publish(&q);
+        moved
+    }
+
+    /// Forgets the held commands (the session ends).
+    pub fn drain_held(&self) {
+        let mut q = self.queue.lock().expect("window lock");
+        q.drain_held();
+        self.publish(&q);
+    }
+}
+
+impl CmdSnCheck for CmdWindow {
+    fn accept(&self, cmd_sn: u32, immediate: bool) -> bool {
+        let mut q = self.queue.lock().expect("window lock");
+        let v = q.arrive(cmd_sn, immediate, false, false, None, |_| {});
+        self.publish(&q);
+        !matches!(v, Arrival::Drop(_))
+    }
+
+    fn exp_cmd_sn(&self) -> u32 {
+        CmdWindow::exp_cmd_sn(self)
     }
 }
 
 /// A command that is running or waiting for data.
 #[derive(Debug)]
 pub struct TaskEntry {
+    /// Flat LUN number.
     pub lun: u64,
     pub cmd_sn: u32,
     pub cid: u16,
@@ -174,6 +268,21 @@ impl TaskTable {
         itts
     }
 
+    /// The tasks as task management sees them.
+    pub fn views(&self, nexus: u64, out: &mut Vec<crate::proto::ffp::tmf::TaskView>) {
+        let tasks = self.tasks.lock().expect("task lock");
+        out.extend(
+            tasks
+                .iter()
+                .map(|(itt, e)| crate::proto::ffp::tmf::TaskView {
+                    nexus,
+                    itt: *itt,
+                    lun: e.lun,
+                    cmd_sn: e.cmd_sn,
+                }),
+        );
+    }
+
     pub fn len(&self) -> usize {
         self.tasks.lock().expect("task lock").len()
     }
@@ -220,40 +329,6 @@ pub fn nexus_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn window_accepts_in_order_and_drops_outside() {
-        let w = CmdWindow::new(10, 4);
-        assert_eq!((w.exp_cmd_sn(), w.max_cmd_sn()), (10, 13));
-        assert_eq!(w.accept(10, false, true), CmdSnVerdict::Accept);
-        assert_eq!((w.exp_cmd_sn(), w.max_cmd_sn()), (11, 13));
-        assert_eq!(
-            w.accept(14, false, true),
-            CmdSnVerdict::Drop,
-            "beyond MaxCmdSN"
-        );
-        assert_eq!(w.accept(9, false, true), CmdSnVerdict::Drop, "already seen");
-        w.complete();
-        assert_eq!(w.max_cmd_sn(), 14);
-    }
-
-    #[test]
-    fn gaps_fill_across_connections() {
-        let w = CmdWindow::new(0, 8);
-        assert_eq!(w.accept(2, false, false), CmdSnVerdict::Accept);
-        assert_eq!(w.accept(1, false, false), CmdSnVerdict::Accept);
-        assert_eq!(w.exp_cmd_sn(), 0);
-        assert_eq!(w.accept(2, false, false), CmdSnVerdict::Drop, "duplicate");
-        assert_eq!(w.accept(0, false, false), CmdSnVerdict::Accept);
-        assert_eq!(w.exp_cmd_sn(), 3);
-    }
-
-    #[test]
-    fn immediate_does_not_advance() {
-        let w = CmdWindow::new(5, 4);
-        assert_eq!(w.accept(5, true, false), CmdSnVerdict::Accept);
-        assert_eq!(w.exp_cmd_sn(), 5);
-    }
 
     #[test]
     fn task_table_aborts() {
@@ -315,6 +390,37 @@ pub struct ConnHandle {
     /// Asks the connection to log out (Async Message) before closing.
     pub logout_request: Arc<tokio::sync::Notify>,
     pub tx_counters: Arc<crate::transport::writer::TxCounters>,
+    /// What other connections and sessions tell this one.
+    pub inbox: Arc<Inbox>,
+}
+
+/// News for a connection from elsewhere in the target.
+#[derive(Debug)]
+pub enum ConnNews {
+    /// One of its commands is now in CmdSN order (another connection of
+    /// the session filled the gap before it).
+    Delivered(Delivered),
+    /// One of its tasks was aborted (task management, another session).
+    Aborted(u32),
+}
+
+/// A connection's mailbox: pushed from any thread, drained by its task.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    news: Mutex<Vec<ConnNews>>,
+    pub notify: tokio::sync::Notify,
+}
+
+impl Inbox {
+    pub fn push(&self, news: ConnNews) {
+        self.news.lock().expect("inbox lock").push(news);
+        self.notify.notify_one();
+    }
+
+    /// Takes everything queued so far into `out`.
+    pub fn drain_into(&self, out: &mut Vec<ConnNews>) {
+        out.append(&mut self.news.lock().expect("inbox lock"));
+    }
 }
 
 /// A logged-in session, shared by its connections.
@@ -323,8 +429,11 @@ pub struct Session {
     pub id: SessionId,
     pub kind: SessionKind,
     pub params: FfpParams,
-    /// The negotiated keys as sent on the wire, for management views.
-    pub negotiated: Vec<(String, String)>,
+    /// The negotiated keys as sent on the wire, for management views: the
+    /// session's, then the leading connection's once it is up.
+    pub negotiated: Mutex<Vec<(String, String)>>,
+    /// What this session's writes may hold (and the daemon's share).
+    pub budgets: crate::proto::ffp::admission::Budgets,
     /// Negotiated MaxConnections (MC/S).
     pub max_connections: u16,
     pub window: Arc<CmdWindow>,
@@ -350,11 +459,122 @@ impl Session {
         }
     }
 
+    /// The negotiated keys for management views.
+    pub fn negotiated(&self) -> Vec<(String, String)> {
+        self.negotiated.lock().expect("negotiated lock").clone()
+    }
+
+    /// The connection with this CID, if it is up.
+    pub fn connection(&self, cid: u16) -> Option<ConnHandle> {
+        self.connections
+            .lock()
+            .expect("conn lock")
+            .get(&cid)
+            .cloned()
+    }
+
+    /// Aborts one task: it answers nothing, and its owner connection drops
+    /// what it holds for it at once (pending Data-Out included).
+    pub fn abort_task(&self, itt: u32) -> bool {
+        let Some(entry) = self.tasks.remove(itt) else {
+            return false;
+        };
+        entry.aborted.store(true, Ordering::Release);
+        if let Some(conn) = self.connection(entry.cid) {
+            conn.inbox.push(ConnNews::Aborted(itt));
+        }
+        if let Some(t) = self.target() {
+            let nexus = self.nexus().map_or(0, |n| n.id);
+            t.task_sets.wake_aborted(|n, i| n == nexus && i == itt);
+        }
+        true
+    }
+
     /// Closes every connection of the session now.
     pub fn close(&self) {
         self.closed.cancel();
         for conn in self.connections.lock().expect("conn lock").values() {
             conn.cancel.cancel();
+        }
+    }
+}
+
+/// One command's claim on its session, from acceptance to answer: its
+/// window slot, its task-table entry and (once delivered) its place in the
+/// LU's task set. Dropping it frees all three, whoever drops it.
+#[derive(Debug)]
+pub struct TaskSlot {
+    session: Arc<Session>,
+    itt: u32,
+    aborted: Arc<AtomicBool>,
+    set: Option<TaskSetSlot>,
+    in_window: bool,
+}
+
+impl TaskSlot {
+    /// Registers a task in the session's table; `None` when the ITT is in
+    /// use. The window slot is taken by [`CmdWindow::arrive`].
+    pub fn register(
+        session: &Arc<Session>,
+        itt: u32,
+        lun: u64,
+        cmd_sn: u32,
+        cid: u16,
+    ) -> Option<TaskSlot> {
+        let aborted = Arc::new(AtomicBool::new(false));
+        let entry = TaskEntry {
+            lun,
+            cmd_sn,
+            cid,
+            aborted: aborted.clone(),
+        };
+        session.tasks.insert(itt, entry).then(|| TaskSlot {
+            session: session.clone(),
+            itt,
+            aborted,
+            set: None,
+            in_window: false,
+        })
+    }
+
+    pub fn itt(&self) -> u32 {
+        self.itt
+    }
+
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
+    /// The window took the command: it holds a slot until dropped.
+    pub fn accepted(&mut self) {
+        self.in_window = true;
+    }
+
+    /// The command is in CmdSN order and in its task set.
+    pub fn delivered(&mut self, set: TaskSetSlot) {
+        self.set = Some(set);
+    }
+
+    /// The command is done: frees everything and says whether it still
+    /// owns its answer (not aborted, not replaced).
+    pub fn finish(self) -> bool {
+        let owned = self.session.tasks.complete(self.itt, &self.aborted);
+        owned && !self.is_aborted()
+        // Drop frees the window slot and the task set entry, before the
+        // answer goes out (its MaxCmdSN shows the freed slot).
+    }
+}
+
+impl Drop for TaskSlot {
+    fn drop(&mut self) {
+        self.session.tasks.complete(self.itt, &self.aborted);
+        self.set.take();
+        if self.in_window {
+            self.session.window.complete();
         }
     }
 }

@@ -1,7 +1,6 @@
 //! One TCP connection: login phase, then the full-feature phase, then
 //! leaving the session cleanly.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
@@ -11,12 +10,12 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::command::ExecContext;
+use super::exec::ExecContext;
 use super::full_feature::{ConnEnd, FullFeature};
 use super::login_phase::{self, LoggedIn};
 use super::writer::{TxCounters, Writer};
 use crate::target::Registry;
-use crate::target::session::{ConnHandle, Session, SessionKind};
+use crate::target::session::{ConnHandle, Inbox, SessionKind};
 
 /// Queued outbound PDUs per connection before command tasks wait.
 const TX_QUEUE: usize = 1024;
@@ -95,6 +94,7 @@ async fn full_feature(
             cancel: CancellationToken::new(),
             logout_request: Arc::new(tokio::sync::Notify::new()),
             tx_counters: counters.clone(),
+            inbox: Arc::new(Inbox::default()),
         };
         // Connection reinstatement (RFC 7143 §6.3.4): same CID replaces the old one.
         let old = session
@@ -147,21 +147,18 @@ async fn full_feature(
             },
             "full feature phase"
         );
-        let ffp = FullFeature {
+        let ffp = FullFeature::new(
             reader,
             rbuf,
             decoder,
             tx,
-            session: session.clone(),
-            registry: registry.clone(),
-            conn: conn.clone(),
+            session.clone(),
+            registry.clone(),
+            conn.clone(),
             exec,
             text,
-            settings,
-            writes: HashMap::new(),
-            next_ttt: 0,
-            ping: None,
-        };
+            &settings,
+        );
         let end = ffp.run().await;
         watcher.abort();
         match &end {
@@ -171,36 +168,8 @@ async fn full_feature(
         // The writer ends when every ConnTx is gone; running commands keep
         // theirs until they finish, so do not wait for it.
         drop(writer_task);
-        leave_session(&registry, &session, cid, &conn);
+        registry.leave_session(&session, cid, &conn);
     }
     .instrument(span)
     .await;
-}
-
-/// Removes the connection; the last one out ends the session (nexus loss).
-fn leave_session(registry: &Registry, session: &Arc<Session>, cid: u16, conn: &ConnHandle) {
-    let last = {
-        let mut conns = session.connections.lock().expect("conn lock");
-        if conns
-            .get(&cid)
-            .is_some_and(|c| Arc::ptr_eq(&c.logout_request, &conn.logout_request))
-        {
-            conns.remove(&cid);
-        }
-        conns.is_empty()
-    };
-    if last {
-        end_session(registry, session);
-    }
-}
-
-/// Ends a session: its tasks are aborted and SCSI sees the I_T nexus go.
-pub fn end_session(registry: &Registry, session: &Arc<Session>) {
-    session.close();
-    session.tasks.abort_where(|_| true);
-    if let SessionKind::Normal { target, nexus } = &session.kind {
-        target.luns.nexus_loss(nexus);
-    }
-    registry.remove_session(session);
-    info!(tsih = session.id.tsih, "session ended");
 }

@@ -1,33 +1,25 @@
-//! The full-feature phase of one connection (RFC 7143 §4.2): dispatch by
-//! opcode, CmdSN checks, task management, NOP keepalive, Text and Logout.
+//! The full-feature phase of one connection, as socket work: reads PDUs
+//! (with busy polling), feeds them and `now` to the sans-io state machine
+//! (`proto::ffp::conn`), and carries out the events it returns.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::buffers;
-use super::command::{
-    CommandInfo, EarlyVerdict, ExecContext, MAX_WRITE_BUFFER, PendingWrite, decode_lun,
-    fixed_sense, send_r2ts,
-};
-use super::lane::LaneWrite;
+use super::exec::{Cmd, CommandInfo, ExecContext, MAX_WRITE_BUFFER, WriteBuf, decode_lun};
 use super::spin::{self, PollPolicy, SpinSlot};
-use super::writer::{ConnTx, StatSnMode};
-use crate::proto::pdu::{
-    AsyncEvent, AsyncMessage, Bhs, CodecError, DataOut, LogoutReason, LogoutRequest,
-    LogoutResponse, LogoutResponseCode, NopIn, NopOut, Opcode, Pdu, PduDecoder, RESERVED_TAG,
-    Reject, RejectReason, Residual, ScsiCommand, TaskMgmtRequest, TaskMgmtResponse, TmfFunction,
-    TmfResponse,
-};
-use crate::proto::seq;
-use crate::proto::task::{DataOutError, WriteTask};
-use crate::target::session::{CmdSnVerdict, ConnHandle, Session, TaskEntry};
+use super::writer::ConnTx;
+use crate::proto::ffp::conn::{Config, Connection, Event};
+use crate::proto::ffp::writes::{EarlyVerdict, WriteData};
+use crate::proto::ffp::{CloseReason, OutPdu};
+use crate::proto::pdu::{Bhs, CodecError, Pdu, PduDecoder, RejectReason, Residual, ScsiCommand};
+use crate::scsi::SenseReason;
+use crate::target::session::{ConnHandle, ConnNews, Delivered, Delivery, Session, TaskSlot};
 use crate::target::{Registry, TargetSettings};
 
 /// Why the connection ended.
@@ -39,10 +31,9 @@ pub enum ConnEnd {
     Logout,
     /// We closed it (shutdown, reinstatement, admin).
     Cancelled,
-    /// A protocol error closed it (ErrorRecoveryLevel 0).
-    ProtocolError(String),
+    /// The state machine closed it.
+    Closed(CloseReason),
     Io(std::io::Error),
-    NopTimeout,
 }
 
 /// Hooks into the full-feature phase for text requests, which the login
@@ -51,27 +42,6 @@ pub trait TextHandler: Send + Sync {
     /// Answers one Text Request PDU with the Text Response PDU to send,
     /// and the initiator's new MaxRecvDataSegmentLength if it declared one.
     fn on_text(&mut self, pdu: &Pdu) -> Result<(Bhs, Bytes, Option<u32>), RejectReason>;
-}
-
-pub struct FullFeature<R> {
-    pub reader: R,
-    pub rbuf: BytesMut,
-    pub decoder: PduDecoder,
-    pub tx: ConnTx,
-    pub session: Arc<Session>,
-    pub registry: Arc<Registry>,
-    pub conn: ConnHandle,
-    pub exec: Option<Arc<ExecContext>>,
-    pub text: Box<dyn TextHandler>,
-    pub settings: TargetSettings,
-    pub writes: HashMap<u32, PendingWrite>,
-    pub next_ttt: u32,
-    pub ping: Option<(u32, Instant)>,
-}
-
-enum Flow {
-    Continue,
-    Close(ConnEnd),
 }
 
 /// A reader that can be asked for bytes without waiting.
@@ -86,7 +56,76 @@ impl TryRead for tokio::net::tcp::OwnedReadHalf {
     }
 }
 
+/// How long an initiator asked to log out has (Async Message parameter).
+const LOGOUT_GRACE: Duration = Duration::from_secs(3);
+
+pub struct FullFeature<R> {
+    pub reader: R,
+    pub rbuf: BytesMut,
+    pub decoder: PduDecoder,
+    pub tx: ConnTx,
+    pub session: Arc<Session>,
+    pub registry: Arc<Registry>,
+    pub conn: ConnHandle,
+    pub exec: Option<Arc<ExecContext>>,
+    pub text: Box<dyn TextHandler>,
+    pub core: Connection<Cmd>,
+    /// Commands without data held until CmdSN order reaches them.
+    pub held: HashMap<u32, Cmd>,
+    /// The window throttles MaxCmdSN (write budget spent).
+    pub throttled: bool,
+    delivered: Vec<Delivered>,
+    news: Vec<ConnNews>,
+}
+
+enum Wake {
+    Pdu(Result<Option<Pdu>, ReadError>),
+    Cancelled,
+    Logout,
+    News,
+    Budget,
+    Timer,
+}
+
 impl<R: AsyncRead + TryRead + Unpin> FullFeature<R> {
+    #[allow(clippy::too_many_arguments, reason = "the connection's parts, once")]
+    pub fn new(
+        reader: R,
+        rbuf: BytesMut,
+        decoder: PduDecoder,
+        tx: ConnTx,
+        session: Arc<Session>,
+        registry: Arc<Registry>,
+        conn: ConnHandle,
+        exec: Option<Arc<ExecContext>>,
+        text: Box<dyn TextHandler>,
+        settings: &TargetSettings,
+    ) -> Self {
+        let cfg = Config {
+            nop_interval: settings.nop_interval(),
+            nop_timeout: settings.nop_timeout(),
+            logout_grace: LOGOUT_GRACE,
+            write: session.params.write,
+            discovery: exec.is_none(),
+        };
+        FullFeature {
+            reader,
+            rbuf,
+            decoder,
+            tx,
+            session,
+            registry,
+            conn,
+            exec,
+            text,
+            core: Connection::new(cfg, Instant::now()),
+            held: HashMap::new(),
+            throttled: false,
+            delivered: Vec::new(),
+            news: Vec::new(),
+        }
+    }
+
     /// Polls the socket for the initiator's next PDU for up to `budget`,
     /// letting other tasks and threads run in between; true when bytes (or
     /// an end) arrived. An idle vCPU here wakes in tens of microseconds, so
@@ -95,7 +134,7 @@ impl<R: AsyncRead + TryRead + Unpin> FullFeature<R> {
         let Some(_slot) = SpinSlot::try_acquire() else {
             return false;
         };
-        let until = std::time::Instant::now() + budget;
+        let until = Instant::now() + budget;
         loop {
             // Our answers' writer (and other connections) run first.
             tokio::task::yield_now().await;
@@ -105,7 +144,7 @@ impl<R: AsyncRead + TryRead + Unpin> FullFeature<R> {
                 // Data, an end or an error: the read path takes it from here.
                 _ => return true,
             }
-            if std::time::Instant::now() >= until {
+            if Instant::now() >= until {
                 return false;
             }
             std::thread::yield_now();
@@ -113,19 +152,27 @@ impl<R: AsyncRead + TryRead + Unpin> FullFeature<R> {
     }
 
     pub async fn run(mut self) -> ConnEnd {
+        let end = self.serve().await;
+        // Whatever this connection still holds for its commands goes now.
+        drop(self.core.drain_writes());
+        self.held.clear();
+        end
+    }
+
+    async fn serve(&mut self) -> ConnEnd {
         let mut policy = PollPolicy::new(spin::connection_budget());
         let mut polling = policy.enabled();
-        let mut last_rx = Instant::now();
-        let mut logout_deadline: Option<Instant> = None;
         // One timer for the connection, moved only to an earlier deadline:
         // re-arming it per PDU cost more than the commands' own work.
-        let timer = tokio::time::sleep_until(last_rx);
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        let freed = self.registry.admission.freed.clone();
+        let inbox = self.conn.inbox.clone();
         loop {
-            match self.next_timer(last_rx, logout_deadline) {
+            match self.core.poll_timeout() {
                 Some(at) if armed.is_none_or(|a| at < a) => {
-                    timer.as_mut().reset(at);
+                    timer.as_mut().reset(at.into());
                     armed = Some(at);
                 }
                 Some(_) => {}
@@ -134,669 +181,347 @@ impl<R: AsyncRead + TryRead + Unpin> FullFeature<R> {
             if polling {
                 polling = self.poll_input(policy.budget()).await;
             }
-            let waited = std::time::Instant::now();
-            let read = read_pdu(&mut self.reader, &mut self.rbuf, &mut self.decoder);
-            let flow = tokio::select! {
-                biased;
-                () = self.conn.cancel.cancelled() => Flow::Close(ConnEnd::Cancelled),
-                () = self.conn.logout_request.notified() => {
-                    self.request_logout().await;
-                    logout_deadline = Some(Instant::now() + Duration::from_secs(3));
-                    Flow::Continue
-                }
-                res = read => match res {
-                    Ok(Some(pdu)) => {
-                        last_rx = Instant::now();
-                        let waited = waited.elapsed();
-                        let (flow, pdus) = self.on_pdus(pdu).await;
-                        polling = policy.after_wake(waited, pdus, self.session.tasks.is_empty());
-                        flow
-                    }
-                    Ok(None) => Flow::Close(ConnEnd::Eof),
-                    Err(ReadError::Codec(e)) => self.on_codec_error(e).await,
-                    Err(ReadError::Io(e)) => Flow::Close(ConnEnd::Io(e)),
-                },
-                () = &mut timer, if armed.is_some() => {
-                    // It may fire early (activity since); on_timer checks.
-                    armed = None;
-                    self.on_timer(last_rx, logout_deadline).await
+            let waited = Instant::now();
+            let wants_budget = self.throttled || self.core.waiting_for_budget() > 0;
+            let wake = {
+                let read = read_pdu(&mut self.reader, &mut self.rbuf, &mut self.decoder);
+                tokio::select! {
+                    biased;
+                    () = self.conn.cancel.cancelled() => Wake::Cancelled,
+                    () = self.conn.logout_request.notified() => Wake::Logout,
+                    () = inbox.notify.notified() => Wake::News,
+                    () = freed.notified(), if wants_budget => Wake::Budget,
+                    res = read => Wake::Pdu(res),
+                    () = &mut timer, if armed.is_some() => Wake::Timer,
                 }
             };
-            if let Flow::Close(end) = flow {
+            match wake {
+                Wake::Cancelled => return ConnEnd::Cancelled,
+                Wake::Logout => self.core.request_logout(Instant::now()),
+                Wake::News => self.on_news().await,
+                Wake::Budget => self.on_budget(),
+                Wake::Timer => {
+                    // It may fire early (activity since); the core checks.
+                    armed = None;
+                    self.core.handle_timeout(Instant::now());
+                }
+                Wake::Pdu(Ok(Some(pdu))) => {
+                    let waited = waited.elapsed();
+                    let pdus = match self.on_pdus(pdu).await {
+                        Ok(n) => n,
+                        Err(end) => return end,
+                    };
+                    polling = policy.after_wake(waited, pdus, self.session.tasks.is_empty());
+                }
+                Wake::Pdu(Ok(None)) => return ConnEnd::Eof,
+                Wake::Pdu(Err(ReadError::Codec(e))) => self.core.handle_codec_error(&e),
+                Wake::Pdu(Err(ReadError::Io(e))) => return ConnEnd::Io(e),
+            }
+            if let Some(end) = self.drive().await {
                 return end;
             }
         }
     }
 
     /// Handles a PDU, then every whole PDU already buffered behind it;
-    /// also says how many it handled.
-    async fn on_pdus(&mut self, first: Pdu) -> (Flow, u32) {
+    /// says how many it handled.
+    async fn on_pdus(&mut self, first: Pdu) -> Result<u32, ConnEnd> {
         let mut pdu = first;
         let mut handled = 0;
         loop {
             handled += 1;
-            if let Flow::Close(end) = self.on_pdu(pdu).await {
-                return (Flow::Close(end), handled);
+            tracing::trace!(opcode = pdu.bhs.opcode_raw(), itt = pdu.bhs.itt(), "rx");
+            self.core
+                .handle_pdu(Instant::now(), pdu, self.session.window.as_ref());
+            if let Some(end) = self.drive().await {
+                return Err(end);
             }
             if self.conn.cancel.is_cancelled() {
-                return (Flow::Close(ConnEnd::Cancelled), handled);
+                return Err(ConnEnd::Cancelled);
             }
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(next)) => pdu = next,
-                Ok(None) => return (Flow::Continue, handled),
-                Err(e) => return (self.on_codec_error(e).await, handled),
-            }
-        }
-    }
-
-    fn next_timer(&self, last_rx: Instant, logout_deadline: Option<Instant>) -> Option<Instant> {
-        let ping = match (self.ping, self.settings.nop_interval()) {
-            (Some((_, deadline)), _) => Some(deadline),
-            (None, Some(interval)) => Some(last_rx + interval),
-            (None, None) => None,
-        };
-        match (ping, logout_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    async fn on_timer(&mut self, last_rx: Instant, logout_deadline: Option<Instant>) -> Flow {
-        let now = Instant::now();
-        if logout_deadline.is_some_and(|d| now >= d) {
-            return Flow::Close(ConnEnd::Cancelled);
-        }
-        match self.ping {
-            Some((_, deadline)) if now >= deadline => {
-                warn!(
-                    "no answer to NOP-In within {:?}: closing",
-                    self.settings.nop_timeout()
-                );
-                return Flow::Close(ConnEnd::NopTimeout);
-            }
-            Some(_) => {}
-            None => {
-                if self
-                    .settings
-                    .nop_interval()
-                    .is_some_and(|i| now >= last_rx + i)
-                {
-                    let ttt = self.alloc_ttt();
-                    let nop = NopIn {
-                        itt: RESERVED_TAG,
-                        ttt,
-                        ..NopIn::default()
-                    };
-                    self.tx
-                        .send(nop.encode(), Bytes::new(), StatSnMode::Current)
-                        .await;
-                    self.ping = Some((ttt, now + self.settings.nop_timeout()));
+                Ok(None) => return Ok(handled),
+                Err(e) => {
+                    self.core.handle_codec_error(&e);
+                    return Ok(handled);
                 }
             }
         }
-        Flow::Continue
     }
 
-    fn alloc_ttt(&mut self) -> u32 {
-        self.next_ttt = self.next_ttt.wrapping_add(1);
-        if self.next_ttt == RESERVED_TAG {
-            self.next_ttt = 1;
-        }
-        self.next_ttt
-    }
-
-    async fn reject(&self, bhs: &Bhs, reason: RejectReason) {
-        let rej = Reject {
-            reason,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            data_sn: 0,
-        };
-        self.tx
-            .send(
-                rej.encode(),
-                Bytes::copy_from_slice(&bhs.0),
-                StatSnMode::Advance,
-            )
-            .await;
-    }
-
-    async fn on_codec_error(&mut self, err: CodecError) -> Flow {
-        match err {
-            CodecError::DataDigest { bhs } => {
-                warn!("data digest error: rejecting the PDU");
-                self.reject(&bhs, RejectReason::DataDigestError).await;
-                // ErrorRecoveryLevel 0 cannot ask for the data again: the
-                // command ends with PROTOCOL SERVICE CRC ERROR.
-                if bhs.opcode() == Some(Opcode::DataOut) {
-                    self.fail_write(bhs.itt(), fixed_sense(0x0b, 0x47, 0x05))
-                        .await;
+    /// Carries out the state machine's events; `Some` when it closed.
+    async fn drive(&mut self) -> Option<ConnEnd> {
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Send(pdu) => {
+                    self.tx.send_pdu(pdu).await;
                 }
-                Flow::Continue
-            }
-            CodecError::DataSegmentTooLong { bhs, .. } => {
-                warn!("{err}: closing the connection");
-                self.reject(&bhs, RejectReason::ProtocolError).await;
-                self.tx.flush().await;
-                Flow::Close(ConnEnd::ProtocolError(err.to_string()))
-            }
-            CodecError::HeaderDigest => {
-                warn!("header digest error: closing the connection");
-                Flow::Close(ConnEnd::ProtocolError(err.to_string()))
-            }
-        }
-    }
-
-    async fn protocol_error(&self, bhs: &Bhs, reason: RejectReason, why: String) -> Flow {
-        warn!("protocol error: {why}");
-        self.reject(bhs, reason).await;
-        self.tx.flush().await;
-        Flow::Close(ConnEnd::ProtocolError(why))
-    }
-
-    async fn on_pdu(&mut self, pdu: Pdu) -> Flow {
-        tracing::trace!(opcode = pdu.bhs.opcode_raw(), itt = pdu.bhs.itt(), "rx");
-        let Some(op) = pdu.bhs.opcode() else {
-            self.reject(&pdu.bhs, RejectReason::CommandNotSupported)
-                .await;
-            return Flow::Continue;
-        };
-        match op {
-            Opcode::ScsiCommand => self.on_scsi_command(&pdu).await,
-            Opcode::DataOut => self.on_data_out(&pdu).await,
-            Opcode::NopOut => self.on_nop_out(&pdu).await,
-            Opcode::TaskMgmtRequest => self.on_tmf(&pdu).await,
-            Opcode::TextRequest => self.on_text(&pdu).await,
-            Opcode::LogoutRequest => self.on_logout(&pdu).await,
-            Opcode::SnackRequest => {
-                // ErrorRecoveryLevel 0: no SNACK support.
-                self.reject(&pdu.bhs, RejectReason::ProtocolError).await;
-                Flow::Continue
-            }
-            Opcode::LoginRequest => {
-                self.protocol_error(
-                    &pdu.bhs,
-                    RejectReason::ProtocolError,
-                    "Login Request in full-feature phase".into(),
-                )
-                .await
-            }
-            _ => {
-                self.protocol_error(
-                    &pdu.bhs,
-                    RejectReason::ProtocolError,
-                    format!("target opcode {op:?} from the initiator"),
-                )
-                .await
-            }
-        }
-    }
-
-    async fn on_scsi_command(&mut self, pdu: &Pdu) -> Flow {
-        let Some(exec) = self.exec.clone() else {
-            return self
-                .protocol_error(
-                    &pdu.bhs,
-                    RejectReason::ProtocolError,
-                    "SCSI command in a discovery session".into(),
-                )
-                .await;
-        };
-        let cmd = match ScsiCommand::load(pdu) {
-            Ok(c) => c,
-            Err(e) => {
-                self.reject(&pdu.bhs, e.reject_reason()).await;
-                return Flow::Continue;
-            }
-        };
-        if self.session.window.accept(cmd.cmd_sn, cmd.immediate, true) == CmdSnVerdict::Drop {
-            debug!(cmd_sn = cmd.cmd_sn, "CmdSN outside the window: ignored");
-            return Flow::Continue;
-        }
-        let wp = self.session.params.write;
-        let imm_len = pdu.data.len() as u32;
-        if imm_len > 0 && (!wp.immediate_data || !cmd.write) {
-            self.session.window.complete();
-            return self
-                .protocol_error(
-                    &pdu.bhs,
-                    RejectReason::ProtocolError,
-                    "unexpected immediate data".into(),
-                )
-                .await;
-        }
-        let aborted = Arc::new(AtomicBool::new(false));
-        let entry = TaskEntry {
-            lun: cmd.lun,
-            cmd_sn: cmd.cmd_sn,
-            cid: self.conn.cid,
-            aborted: aborted.clone(),
-        };
-        if !self.session.tasks.insert(cmd.itt, entry) {
-            self.session.window.complete();
-            self.reject(&pdu.bhs, RejectReason::TaskInProgress).await;
-            return Flow::Continue;
-        }
-        let info = CommandInfo::from_pdu(&cmd);
-        if !cmd.write {
-            // Cached reads are answered without leaving this task.
-            let started = std::time::Instant::now();
-            if let Some((outcome, data_in)) = exec.try_read_now(&info) {
-                exec.answer_now(&info, &aborted, &outcome, data_in, started)
-                    .await;
-            } else {
-                tokio::spawn(exec.execute(info, Vec::new(), aborted, 0));
-            }
-            return Flow::Continue;
-        }
-        let edtl = cmd.expected_data_transfer_length;
-        let mut task = match WriteTask::new(edtl, imm_len, cmd.final_bit, &wp) {
-            Ok(t) => t,
-            Err(e) => {
-                self.session.tasks.remove(cmd.itt);
-                self.session.window.complete();
-                return self
-                    .protocol_error(&pdu.bhs, RejectReason::ProtocolError, e.to_string())
-                    .await;
-            }
-        };
-        let spdtl = exec.luns.data_out_len(info.lun_number(), &info.cdb);
-        let mut info = info;
-        info.data_out_len = spdtl;
-        let verdict = early_verdict(edtl);
-        let buffer = if verdict.is_some() {
-            task.limit_solicitation(0);
-            None
-        } else {
-            // Ask only for what the CDB will use; unsolicited data beyond it
-            // is still accepted (and ignored).
-            if let Some(s) = spdtl {
-                task.limit_solicitation(u32::try_from(s).unwrap_or(u32::MAX));
-            }
-            let mut buf = buffers::take(edtl as usize);
-            buf.extend_from_slice(&pdu.data);
-            buf.resize(edtl as usize, 0);
-            Some(buf)
-        };
-        let mut pending = PendingWrite {
-            info,
-            task,
-            buffer,
-            verdict,
-            aborted,
-        };
-        if pending.task.is_complete() {
-            Self::start_write(exec, pending).await;
-        } else {
-            send_r2ts(
-                &self.tx,
-                &pending.info,
-                &mut pending.task,
-                &mut self.next_ttt,
-            )
-            .await;
-            self.writes.insert(cmd.itt, pending);
-        }
-        Flow::Continue
-    }
-
-    async fn start_write(exec: Arc<ExecContext>, w: PendingWrite) {
-        let exp_data_sn = w.task.r2t_sn();
-        match (w.verdict, w.buffer) {
-            (Some(v), _) => {
-                tokio::spawn(async move {
-                    exec.answer_early(&w.info, &w.aborted, v, exp_data_sn).await;
-                });
-            }
-            (None, Some(buf)) => {
-                // The whole buffer goes down: commands that need an exact
-                // length (COMPARE AND WRITE) judge the mismatch themselves.
-                let started = std::time::Instant::now();
-                if let Some(outcome) = exec.try_write_now(&w.info, &buf) {
-                    let written = buf.len() as u64;
-                    buffers::give(buf);
-                    exec.answer_write_now(
-                        &w.info,
-                        &w.aborted,
-                        &outcome,
-                        written,
-                        exp_data_sn,
-                        started,
+                Event::Flush => self.tx.flush().await,
+                Event::Close(reason) => {
+                    warn!(?reason, "closing the connection");
+                    return Some(ConnEnd::Closed(reason));
+                }
+                Event::Command {
+                    bhs,
+                    cmd,
+                    immediate,
+                } => self.admit(&bhs, &cmd, &immediate).await,
+                Event::WriteReady {
+                    payload,
+                    data,
+                    exp_data_sn,
+                } => self.write_ready(payload, data, exp_data_sn).await,
+                Event::WriteFailed {
+                    payload,
+                    reason,
+                    exp_data_sn,
+                } => {
+                    warn!(
+                        itt = payload.info.itt,
+                        ?reason,
+                        "Data-Out refused: ending the command"
+                    );
+                    if let Some(exec) = &self.exec {
+                        let verdict = EarlyVerdict {
+                            reason,
+                            residual: Residual::None,
+                        };
+                        exec.fail(payload, verdict, exp_data_sn).await;
+                    }
+                }
+                Event::Text(pdu) => self.on_text(&pdu).await,
+                Event::Logout(req) => {
+                    if super::session_ops::logout(&self.session, &self.conn, &self.tx, &req).await {
+                        return Some(ConnEnd::Logout);
+                    }
+                }
+                Event::Tmf { req, exp_cmd_sn } => {
+                    super::session_ops::task_management(
+                        &self.registry,
+                        &self.session,
+                        &self.tx,
+                        &req,
+                        exp_cmd_sn,
                     )
                     .await;
-                    return;
-                }
-                let w = LaneWrite {
-                    exec,
-                    info: w.info,
-                    data: buf,
-                    aborted: w.aborted,
-                    exp_data_sn,
-                    started,
-                };
-                if w.exec.is_buffered_write(&w.info) {
-                    w.exec.lanes.clone().submit(w);
-                } else {
-                    tokio::spawn(w.exec.execute(w.info, w.data, w.aborted, w.exp_data_sn));
                 }
             }
-            (None, None) => unreachable!("a write without a verdict always has a buffer"),
         }
+        None
     }
 
-    async fn on_data_out(&mut self, pdu: &Pdu) -> Flow {
-        let hdr = DataOut::load(&pdu.bhs);
-        if self
-            .writes
-            .get(&hdr.itt)
-            .is_some_and(|w| w.aborted.load(Ordering::Acquire))
-        {
-            // Aborted from another connection of the session.
-            self.writes.remove(&hdr.itt);
-            self.session.window.complete();
-        }
-        let Some(w) = self.writes.get_mut(&hdr.itt) else {
-            // The task may have been aborted: its data is dropped silently.
-            debug!(itt = hdr.itt, "Data-Out for no pending write");
-            return Flow::Continue;
-        };
-        let len = pdu.data.len() as u32;
-        let offset = match w.task.on_data_out(&hdr, len) {
-            Ok(o) => o,
-            Err(e) => {
-                warn!(itt = hdr.itt, "Data-Out refused: {e}; ending the command");
-                self.fail_write(hdr.itt, data_out_sense(e)).await;
-                return Flow::Continue;
-            }
-        };
-        if let Some(buf) = w.buffer.as_mut() {
-            let start = offset as usize;
-            // on_data_out bounded offset + len by the expected length.
-            buf[start..start + pdu.data.len()].copy_from_slice(&pdu.data);
-        }
-        if w.task.is_complete() {
-            let w = self.writes.remove(&hdr.itt).expect("present above");
-            if let Some(exec) = self.exec.clone() {
-                Self::start_write(exec, w).await;
-            }
-        } else if hdr.final_bit {
-            send_r2ts(&self.tx, &w.info, &mut w.task, &mut self.next_ttt).await;
-        }
-        Flow::Continue
-    }
-
-    /// Ends a write whose data went wrong with CHECK CONDITION, ABORTED
-    /// COMMAND (the connection stays up; the rest of its data is dropped).
-    async fn fail_write(&mut self, itt: u32, sense: Vec<u8>) {
-        let Some(w) = self.writes.remove(&itt) else {
-            return;
-        };
+    /// A SCSI command: registered with the session, ordered by CmdSN and
+    /// entered in its task set; a write starts collecting its data.
+    async fn admit(&mut self, bhs: &Bhs, cmd: &ScsiCommand, immediate: &Bytes) {
         let Some(exec) = self.exec.clone() else {
             return;
         };
-        let verdict = EarlyVerdict {
-            sense,
-            residual: Residual::None,
+        let lun = decode_lun(cmd.lun);
+        let Some(mut slot) =
+            TaskSlot::register(&self.session, cmd.itt, lun, cmd.cmd_sn, self.conn.cid)
+        else {
+            super::session_ops::reject(&self.tx, bhs, RejectReason::TaskInProgress).await;
+            return;
         };
-        let exp_data_sn = w.task.r2t_sn();
-        exec.answer_early(&w.info, &w.aborted, verdict, exp_data_sn)
-            .await;
-    }
-
-    async fn on_nop_out(&mut self, pdu: &Pdu) -> Flow {
-        let nop = NopOut::load(&pdu.bhs);
-        if nop.itt == RESERVED_TAG {
-            // An answer to our ping (RFC 7143 §11.18.2), or a no-reply ping.
-            if self.ping.is_some_and(|(ttt, _)| ttt == nop.ttt) {
-                self.ping = None;
+        let mut info = CommandInfo::from_pdu(cmd, lun, Instant::now());
+        let delivery = Delivery {
+            cid: self.conn.cid,
+            itt: cmd.itt,
+            lun,
+            attr: info.attr,
+        };
+        let target = self.session.target().expect("normal session").clone();
+        let mut delivered = std::mem::take(&mut self.delivered);
+        if !self.session.window.arrive(
+            cmd.cmd_sn,
+            cmd.immediate,
+            delivery,
+            exec.nexus.id,
+            &target.task_sets,
+            &mut delivered,
+        ) {
+            debug!(cmd_sn = cmd.cmd_sn, "CmdSN outside the window: ignored");
+            self.delivered = delivered;
+            return;
+        }
+        slot.accepted();
+        if cmd.write {
+            info.data_out_len = exec.luns.data_out_len(lun, &info.cdb);
+            let edtl = cmd.expected_data_transfer_length;
+            // A write larger than we buffer is answered with INVALID FIELD
+            // IN CDB (block limits advertise less); its data is dropped.
+            let verdict = (edtl > MAX_WRITE_BUFFER).then_some(EarlyVerdict {
+                reason: SenseReason::InvalidFieldInCdb,
+                residual: Residual::Underflow(edtl),
+            });
+            let limit = info
+                .data_out_len
+                .map(|s| u32::try_from(s).unwrap_or(u32::MAX));
+            let c = Cmd {
+                info,
+                slot,
+                wait: None,
+            };
+            let begun = self.core.begin_write(
+                cmd.itt,
+                c,
+                cmd,
+                immediate,
+                verdict,
+                limit,
+                &self.session.budgets,
+                super::buffers::take,
+            );
+            if let Err((c, e)) = begun {
+                drop(c);
+                warn!(itt = cmd.itt, "{e}: closing the connection");
+                self.core_protocol_error(bhs, e.to_string()).await;
+                self.delivered = delivered;
+                return;
             }
-            return Flow::Continue;
+            self.update_throttle();
+        } else {
+            self.held.insert(
+                cmd.itt,
+                Cmd {
+                    info,
+                    slot,
+                    wait: None,
+                },
+            );
         }
-        if self.session.window.accept(nop.cmd_sn, nop.immediate, false) == CmdSnVerdict::Drop {
-            return Flow::Continue;
+        for d in delivered.drain(..) {
+            self.deliver(d).await;
         }
-        let reply = NopIn {
-            lun: nop.lun,
-            itt: nop.itt,
-            ttt: RESERVED_TAG,
-            ..NopIn::default()
-        };
-        self.tx
-            .send(reply.encode(), pdu.data.clone(), StatSnMode::Advance)
-            .await;
-        Flow::Continue
+        self.delivered = delivered;
     }
 
-    async fn on_text(&mut self, pdu: &Pdu) -> Flow {
-        let cmd_sn = pdu.bhs.u32_at(24);
-        if self
-            .session
-            .window
-            .accept(cmd_sn, pdu.bhs.immediate(), false)
-            == CmdSnVerdict::Drop
-        {
-            return Flow::Continue;
+    /// A command of this connection reached CmdSN order.
+    async fn deliver(&mut self, d: Delivered) {
+        if d.cid != self.conn.cid {
+            if let Some(owner) = self.session.connection(d.cid) {
+                owner.inbox.push(ConnNews::Delivered(d));
+            }
+            return;
         }
+        let Delivered {
+            itt, slot, wait, ..
+        } = d;
+        if let Some(c) = self.core.payload_mut(itt) {
+            c.slot.delivered(slot);
+            c.wait = wait;
+            self.core.deliver_write(itt, &self.session.budgets);
+            self.update_throttle();
+            return;
+        }
+        let Some(mut c) = self.held.remove(&itt) else {
+            return;
+        };
+        c.slot.delivered(slot);
+        c.wait = wait;
+        let Some(exec) = self.exec.clone() else {
+            return;
+        };
+        match c.wait.take() {
+            None => exec.run(c).await,
+            Some(rx) => {
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                    if !c.slot.is_aborted() {
+                        exec.run(c).await;
+                    }
+                });
+            }
+        }
+    }
+
+    async fn write_ready(&mut self, mut c: Cmd, data: WriteData, exp_data_sn: u32) {
+        let Some(exec) = self.exec.clone() else {
+            return;
+        };
+        let data = match data {
+            WriteData::Discard(v) => {
+                exec.fail(c, v, exp_data_sn).await;
+                return;
+            }
+            WriteData::Data { buf, grant } => WriteBuf { buf, grant },
+        };
+        match c.wait.take() {
+            None => exec.start_write(c, data, exp_data_sn).await,
+            Some(rx) => {
+                tokio::spawn(async move {
+                    let _ = rx.await;
+                    if c.slot.is_aborted() {
+                        data.release();
+                    } else {
+                        exec.start_write(c, data, exp_data_sn).await;
+                    }
+                });
+            }
+        }
+    }
+
+    async fn on_news(&mut self) {
+        let mut news = std::mem::take(&mut self.news);
+        self.conn.inbox.drain_into(&mut news);
+        for n in news.drain(..) {
+            match n {
+                ConnNews::Delivered(d) => self.deliver(d).await,
+                ConnNews::Aborted(itt) => {
+                    // Its pending data, buffer and budget go at once.
+                    drop(self.core.abort_write(itt));
+                    self.held.remove(&itt);
+                }
+            }
+        }
+        self.news = news;
+    }
+
+    fn on_budget(&mut self) {
+        self.core.retry_grants(&self.session.budgets);
+        self.update_throttle();
+    }
+
+    /// MaxCmdSN stops advancing while the write budget is spent (RFC 7143
+    /// §4.2.2.1 lets the target close its window); when it opens again a
+    /// NOP-In tells the initiator.
+    fn update_throttle(&mut self) {
+        let spent = self.session.budgets.exhausted();
+        if spent != self.throttled {
+            self.throttled = spent;
+            if self.session.window.set_throttled(spent) && !spent {
+                self.core.window_update();
+            }
+        }
+    }
+
+    async fn on_text(&mut self, pdu: &Pdu) {
         match self.text.on_text(pdu) {
             Ok((bhs, data, new_max)) => {
-                self.tx.send(bhs, data, StatSnMode::Advance).await;
+                self.tx
+                    .send_pdu(OutPdu {
+                        bhs,
+                        data,
+                        stat_sn: crate::proto::ffp::StatSnMode::Advance,
+                    })
+                    .await;
                 if let (Some(max), Some(exec)) = (new_max, &self.exec) {
                     exec.max_send_segment.store(max, Ordering::Release);
                 }
             }
-            Err(reason) => self.reject(&pdu.bhs, reason).await,
+            Err(reason) => {
+                super::session_ops::reject(&self.tx, &pdu.bhs, reason).await;
+            }
         }
-        Flow::Continue
     }
 
-    async fn on_logout(&mut self, pdu: &Pdu) -> Flow {
-        let req = LogoutRequest::load(&pdu.bhs);
-        if self.session.window.accept(req.cmd_sn, req.immediate, false) == CmdSnVerdict::Drop {
-            return Flow::Continue;
-        }
-        let (response, close_session, close_other) = match req.reason {
-            LogoutReason::CloseSession => (LogoutResponseCode::Success, true, None),
-            LogoutReason::CloseConnection if req.cid == self.conn.cid => {
-                (LogoutResponseCode::Success, false, None)
-            }
-            LogoutReason::CloseConnection => {
-                let other = self
-                    .session
-                    .connections
-                    .lock()
-                    .expect("conn lock")
-                    .get(&req.cid)
-                    .cloned();
-                match other {
-                    Some(c) => (LogoutResponseCode::Success, false, Some(c)),
-                    None => (LogoutResponseCode::CidNotFound, false, None),
-                }
-            }
-            LogoutReason::RemoveConnectionForRecovery | LogoutReason::Unknown(_) => {
-                (LogoutResponseCode::RecoveryNotSupported, false, None)
-            }
-        };
-        let resp = LogoutResponse {
-            response,
-            itt: req.itt,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            time2wait: 0,
-            time2retain: 0,
-        };
-        self.tx
-            .send(resp.encode(), Bytes::new(), StatSnMode::Advance)
-            .await;
+    async fn core_protocol_error(&mut self, bhs: &Bhs, why: String) {
+        super::session_ops::reject(&self.tx, bhs, RejectReason::ProtocolError).await;
         self.tx.flush().await;
-        if let Some(other) = close_other {
-            other.cancel.cancel();
-            return Flow::Continue;
-        }
-        if response != LogoutResponseCode::Success {
-            return Flow::Continue;
-        }
-        info!(reason = ?req.reason, "logout");
-        if close_session {
-            self.session.close();
-        }
-        Flow::Close(ConnEnd::Logout)
+        self.conn.cancel.cancel();
+        info!("protocol error: {why}");
     }
-
-    async fn request_logout(&mut self) {
-        let msg = AsyncMessage {
-            lun: 0,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-            event: AsyncEvent::LogoutRequested,
-            parameter1: 0,
-            parameter2: 0,
-            // Seconds the initiator has to log out.
-            parameter3: 2,
-        };
-        self.tx
-            .send(msg.encode(), Bytes::new(), StatSnMode::Advance)
-            .await;
-    }
-
-    async fn on_tmf(&mut self, pdu: &Pdu) -> Flow {
-        let req = TaskMgmtRequest::load(&pdu.bhs);
-        let exp_before = self.session.window.exp_cmd_sn();
-        if self.session.window.accept(req.cmd_sn, req.immediate, false) == CmdSnVerdict::Drop {
-            return Flow::Continue;
-        }
-        let response = self.run_tmf(&req, exp_before);
-        let resp = TaskMgmtResponse {
-            response,
-            itt: req.itt,
-            stat_sn: 0,
-            exp_cmd_sn: 0,
-            max_cmd_sn: 0,
-        };
-        self.tx
-            .send(resp.encode(), Bytes::new(), StatSnMode::Advance)
-            .await;
-        if req.function == TmfFunction::TargetColdReset && response == TmfResponse::Complete {
-            self.tx.flush().await;
-            if let Some(target) = self.session.target() {
-                for s in self.registry.sessions() {
-                    if s.target().is_some_and(|t| Arc::ptr_eq(t, target)) {
-                        s.close();
-                    }
-                }
-            }
-        }
-        Flow::Continue
-    }
-
-    fn drop_pending_writes(&mut self, pred: impl Fn(&PendingWrite) -> bool) {
-        let itts: Vec<u32> = self
-            .writes
-            .iter()
-            .filter(|(_, w)| pred(w))
-            .map(|(i, _)| *i)
-            .collect();
-        for itt in itts {
-            if let Some(w) = self.writes.remove(&itt) {
-                w.aborted.store(true, Ordering::Release);
-                self.session.window.complete();
-            }
-        }
-    }
-
-    /// RFC 7143 §11.5.1 and SAM-5 §7: the task management functions.
-    fn run_tmf(&mut self, req: &TaskMgmtRequest, exp_cmd_sn: u32) -> TmfResponse {
-        let Some(exec) = self.exec.clone() else {
-            return TmfResponse::NotSupported;
-        };
-        let lun = decode_lun(req.lun);
-        let luns_known = || exec.luns.luns().iter().any(|(n, _)| *n == lun);
-        match req.function {
-            TmfFunction::AbortTask => {
-                let rtt = req.referenced_task_tag;
-                if self.session.tasks.abort(rtt).is_some() {
-                    // A running command frees its window slot when it
-                    // finishes; one still waiting for data frees it here.
-                    if self.writes.remove(&rtt).is_some() {
-                        self.session.window.complete();
-                    }
-                    TmfResponse::Complete
-                } else if seq::in_window(
-                    req.ref_cmd_sn,
-                    exp_cmd_sn,
-                    self.session.window.max_cmd_sn(),
-                ) && seq::lt(req.ref_cmd_sn, req.cmd_sn)
-                {
-                    // RFC 7143 §11.5.1 b): a command not received yet is
-                    // considered received (and so aborted).
-                    TmfResponse::Complete
-                } else {
-                    // c): it completed already, or never existed.
-                    TmfResponse::TaskDoesNotExist
-                }
-            }
-            TmfFunction::AbortTaskSet | TmfFunction::ClearTaskSet => {
-                if !luns_known() {
-                    return TmfResponse::LunDoesNotExist;
-                }
-                self.session.tasks.abort_where(|t| decode_lun(t.lun) == lun);
-                self.drop_pending_writes(|w| w.info.lun_number() == lun);
-                TmfResponse::Complete
-            }
-            TmfFunction::LogicalUnitReset => {
-                if !luns_known() {
-                    return TmfResponse::LunDoesNotExist;
-                }
-                for s in self.registry.sessions() {
-                    s.tasks.abort_where(|t| decode_lun(t.lun) == lun);
-                }
-                self.drop_pending_writes(|w| w.info.lun_number() == lun);
-                exec.luns.lun_reset(lun, &exec.nexus);
-                TmfResponse::Complete
-            }
-            TmfFunction::TargetWarmReset | TmfFunction::TargetColdReset => {
-                for s in self.registry.sessions() {
-                    if s.target().is_some_and(|t| {
-                        Arc::ptr_eq(t, self.session.target().expect("normal session"))
-                    }) {
-                        s.tasks.abort_where(|_| true);
-                    }
-                }
-                self.drop_pending_writes(|_| true);
-                exec.luns.target_reset(&exec.nexus);
-                TmfResponse::Complete
-            }
-            TmfFunction::TaskReassign => TmfResponse::ReassignmentNotSupported,
-            TmfFunction::ClearAca | TmfFunction::Unknown(_) => TmfResponse::NotSupported,
-        }
-    }
-}
-
-/// Sense for a Data-Out that breaks the sequence (SPC-5 ASC 4Bh, 0Ch).
-fn data_out_sense(e: DataOutError) -> Vec<u8> {
-    const ABORTED_COMMAND: u8 = 0x0b;
-    let (asc, ascq) = match e {
-        DataOutError::DataSn { .. } => (0x4b, 0x00),
-        DataOutError::UnknownTtt(_) => (0x4b, 0x01),
-        DataOutError::Overrun => (0x4b, 0x02),
-        DataOutError::BufferOffset { .. } => (0x4b, 0x05),
-        DataOutError::UnsolicitedNotAllowed => (0x0c, 0x0c),
-    };
-    fixed_sense(ABORTED_COMMAND, asc, ascq)
-}
-
-/// A write larger than we buffer is answered with INVALID FIELD IN CDB
-/// (block limits advertise less); its data is taken and dropped.
-fn early_verdict(edtl: u32) -> Option<EarlyVerdict> {
-    if edtl > MAX_WRITE_BUFFER {
-        return Some(EarlyVerdict {
-            sense: fixed_sense(0x05, 0x24, 0x00),
-            residual: Residual::Underflow(edtl),
-        });
-    }
-    None
 }
 
 #[derive(Debug)]
@@ -805,8 +530,6 @@ pub enum ReadError {
     Io(std::io::Error),
 }
 
-/// Reads until one whole PDU is buffered; `Ok(None)` at end of stream.
-/// Cancel-safe: bytes read stay in `buf`.
 /// Keeps room in the read buffer for the next socket read.
 fn make_room(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < 4096 {
@@ -814,6 +537,8 @@ fn make_room(buf: &mut BytesMut) {
     }
 }
 
+/// Reads until one whole PDU is buffered; `Ok(None)` at end of stream.
+/// Cancel-safe: bytes read stay in `buf`.
 pub async fn read_pdu<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut BytesMut,

@@ -9,50 +9,55 @@
 //! three times that.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::buffers;
-use super::command::{CommandInfo, ExecContext};
 use super::spin::{self, SpinSlot};
-use super::writer::OutPdu;
+use super::writer::{ConnTx, OutPdu};
 
 /// Writes run before their answers are sent together. Larger batches
 /// starve the initiator's pipeline (32 measured 30% slower at QD32).
 const BATCH: usize = 8;
 
 /// A buffered write waiting for its lane.
-pub struct LaneWrite {
-    pub exec: Arc<ExecContext>,
-    pub info: CommandInfo,
-    pub data: Vec<u8>,
-    pub aborted: Arc<AtomicBool>,
-    pub exp_data_sn: u32,
-    pub started: Instant,
+pub trait LaneJob: Send + Sized + 'static {
+    /// The LU whose lane runs it.
+    fn lun(&self) -> u64;
+    /// Runs the write (blocking); returns where its answer goes and the
+    /// answer (empty when it was aborted).
+    fn run(self) -> (ConnTx, Vec<OutPdu>);
+    /// No lane thread could take it: run it elsewhere.
+    fn run_elsewhere(self);
 }
 
 /// The lanes of one target, by LUN, started on first use.
-#[derive(Default)]
-pub struct WriteLanes {
-    lanes: Mutex<HashMap<u64, Sender<LaneWrite>>>,
+pub struct WriteLanes<J> {
+    lanes: Mutex<HashMap<u64, Sender<J>>>,
 }
 
-impl std::fmt::Debug for WriteLanes {
+impl<J> Default for WriteLanes<J> {
+    fn default() -> Self {
+        WriteLanes {
+            lanes: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<J> std::fmt::Debug for WriteLanes<J> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteLanes").finish_non_exhaustive()
     }
 }
 
-impl WriteLanes {
+impl<J: LaneJob> WriteLanes<J> {
     /// Queues a write on its LU's lane (call inside the runtime); if no
     /// lane thread can be started it runs on the blocking pool instead.
-    pub fn submit(&self, write: LaneWrite) {
+    pub fn submit(&self, write: J) {
         if let Err(w) = self.try_submit(write) {
-            tokio::spawn(w.exec.execute(w.info, w.data, w.aborted, w.exp_data_sn));
+            w.run_elsewhere();
         }
     }
 
@@ -60,8 +65,8 @@ impl WriteLanes {
         clippy::result_large_err,
         reason = "the write is handed back, not boxed"
     )]
-    fn try_submit(&self, write: LaneWrite) -> Result<(), LaneWrite> {
-        let lun = write.info.lun_number();
+    fn try_submit(&self, write: J) -> Result<(), J> {
+        let lun = write.lun();
         let mut lanes = self
             .lanes
             .lock()
@@ -91,8 +96,8 @@ impl WriteLanes {
 
 /// A lane thread: runs queued writes, then sends their answers; ends when
 /// its target (the last sender) is gone.
-fn run(queue: &Receiver<LaneWrite>, runtime: &tokio::runtime::Handle) {
-    let mut answers: Vec<(Arc<ExecContext>, Vec<OutPdu>)> = Vec::with_capacity(BATCH);
+fn run<J: LaneJob>(queue: &Receiver<J>, runtime: &tokio::runtime::Handle) {
+    let mut answers: Vec<(ConnTx, Vec<OutPdu>)> = Vec::with_capacity(BATCH);
     let mut poll = Duration::ZERO;
     loop {
         let idle_since = Instant::now();
@@ -110,29 +115,19 @@ fn run(queue: &Receiver<LaneWrite>, runtime: &tokio::runtime::Handle) {
         };
         let mut next = Some(first);
         while let Some(w) = next.take() {
-            let (outcome, data_in) = w.exec.run_blocking(&w.info, &w.data);
-            let written = w.data.len() as u64;
-            buffers::give(w.data);
-            w.exec.record(&w.info, &outcome, written, 0, w.started);
-            if let Some(pdus) = w
-                .exec
-                .answer(&w.info, &w.aborted, &outcome, data_in, w.exp_data_sn)
-            {
-                let pdus = pdus
-                    .into_iter()
-                    .map(|(bhs, data, stat_sn)| OutPdu { bhs, data, stat_sn })
-                    .collect();
-                answers.push((w.exec, pdus));
+            let (tx, pdus) = w.run();
+            if !pdus.is_empty() {
+                answers.push((tx, pdus));
             }
             if answers.len() >= BATCH {
                 break;
             }
             next = queue.try_recv().ok();
         }
-        for (exec, pdus) in answers.drain(..) {
+        for (tx, pdus) in answers.drain(..) {
             let mut pdus = pdus.into_iter();
             while let Some(pdu) = pdus.next() {
-                match exec.tx.try_send(pdu) {
+                match tx.try_send(pdu) {
                     Ok(()) => {}
                     Err(None) => break,
                     // A full queue (a slow initiator) must not stall the lane.
@@ -140,7 +135,7 @@ fn run(queue: &Receiver<LaneWrite>, runtime: &tokio::runtime::Handle) {
                         let rest: Vec<OutPdu> = std::iter::once(pdu).chain(pdus).collect();
                         runtime.spawn(async move {
                             for pdu in rest {
-                                if !exec.tx.send_pdu(pdu).await {
+                                if !tx.send_pdu(pdu).await {
                                     break;
                                 }
                             }
@@ -155,7 +150,7 @@ fn run(queue: &Receiver<LaneWrite>, runtime: &tokio::runtime::Handle) {
 
 /// The next queued write: polled for up to `poll` (yielding the CPU), then
 /// waited for. `None` when the lane's target is gone.
-fn next_write(queue: &Receiver<LaneWrite>, poll: Duration) -> Option<LaneWrite> {
+fn next_write<J>(queue: &Receiver<J>, poll: Duration) -> Option<J> {
     let until = Instant::now() + poll;
     let _slot = if poll.is_zero() {
         None

@@ -10,7 +10,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::connection::end_session;
 use super::full_feature::{ReadError, TextHandler, read_pdu};
 use crate::proto::auth::{AuthConfig, ChapAccount as AuthAccount};
 use crate::proto::discovery::{DiscoveredPortal, DiscoveredTarget, DiscoveryEnv, TextContext};
@@ -19,9 +18,7 @@ use crate::proto::login::{
     SessionBindRequest, SessionBinding, SessionKind as LoginKind, TargetLogin,
 };
 use crate::proto::params::{ConnectionParams, Digest, SessionParams, TargetParams};
-use crate::proto::pdu::{
-    DigestSettings, Opcode, Pdu, PduDecoder, RejectReason, TextRequest, encode_pdu,
-};
+use crate::proto::pdu::{DigestSettings, Pdu, PduDecoder, RejectReason, TextRequest, encode_pdu};
 use crate::proto::task::WriteParams;
 use crate::proto::text_exchange::TextExchange;
 use crate::target::session::{
@@ -84,14 +81,8 @@ pub async fn run(
                     return None;
                 }
             };
-        if pdu.bhs.opcode() != Some(Opcode::LoginRequest) {
-            // RFC 7143 §6.1: only Login Requests before Full Feature Phase.
-            warn!(
-                opcode = pdu.bhs.opcode_raw(),
-                "non-login PDU during login: closing"
-            );
-            return None;
-        }
+        // RFC 7143 §6.1: only Login Requests before Full Feature Phase; the
+        // state machine answers anything else with Login status 0x020b.
         let step = login.on_request(&pdu, &env);
         out.clear();
         encode_pdu(
@@ -134,6 +125,13 @@ fn logged_in(
     peer: SocketAddr,
     local: SocketAddr,
 ) -> LoggedIn {
+    {
+        // The leading connection's keys complete the management view.
+        let mut keys = session.negotiated.lock().expect("negotiated lock");
+        if !keys.iter().any(|(k, _)| k == "HeaderDigest") {
+            *keys = negotiated_keys(&result.session, Some(&result.connection));
+        }
+    }
     let settings = session.target().map_or_else(
         || TargetSettings {
             params: discovery_params(),
@@ -176,20 +174,26 @@ fn discovery_params() -> TargetParams {
 }
 
 /// The negotiated keys, as management views show them.
-fn negotiated_keys(s: &SessionParams, c: &ConnectionParams) -> Vec<(String, String)> {
+/// Connection keys come from the leading connection once it is up.
+fn negotiated_keys(s: &SessionParams, c: Option<&ConnectionParams>) -> Vec<(String, String)> {
     let yn = |b: bool| if b { "Yes" } else { "No" }.to_owned();
     let digest = |d: Digest| d.wire_name().to_owned();
-    vec![
-        ("HeaderDigest".into(), digest(c.header_digest)),
-        ("DataDigest".into(), digest(c.data_digest)),
-        (
-            "MaxRecvDataSegmentLength".into(),
-            c.max_recv_data_segment_length.to_string(),
-        ),
-        (
-            "InitiatorMaxRecvDataSegmentLength".into(),
-            c.max_send_data_segment_length.to_string(),
-        ),
+    let mut keys: Vec<(String, String)> = Vec::with_capacity(13);
+    if let Some(c) = c {
+        keys.extend([
+            ("HeaderDigest".into(), digest(c.header_digest)),
+            ("DataDigest".into(), digest(c.data_digest)),
+            (
+                "MaxRecvDataSegmentLength".into(),
+                c.max_recv_data_segment_length.to_string(),
+            ),
+            (
+                "InitiatorMaxRecvDataSegmentLength".into(),
+                c.max_send_data_segment_length.to_string(),
+            ),
+        ]);
+    }
+    keys.extend(vec![
         ("MaxConnections".into(), s.max_connections.to_string()),
         ("InitialR2T".into(), yn(s.initial_r2t)),
         ("ImmediateData".into(), yn(s.immediate_data)),
@@ -208,7 +212,8 @@ fn negotiated_keys(s: &SessionParams, c: &ConnectionParams) -> Vec<(String, Stri
             "ErrorRecoveryLevel".into(),
             s.error_recovery_level.to_string(),
         ),
-    ]
+    ]);
+    keys
 }
 
 fn auth_config(incoming: &[ChapAccount], outgoing: Option<&ChapAccount>) -> AuthConfig {
@@ -234,7 +239,7 @@ impl Env {
         if let Some(s) = self.bound.lock().expect("bind lock").take()
             && s.connections.lock().expect("conn lock").is_empty()
         {
-            end_session(&self.registry, &s);
+            self.registry.end_session(&s);
         }
     }
 }
@@ -352,7 +357,8 @@ impl LoginEnv for Env {
                 },
                 kind,
                 params,
-                negotiated: negotiated_keys(p, &ConnectionParams::default()),
+                negotiated: Mutex::new(negotiated_keys(p, None)),
+                budgets: self.registry.admission.for_session(),
                 max_connections: p.max_connections,
                 window: window.clone(),
                 tasks: TaskTable::default(),
@@ -367,7 +373,7 @@ impl LoginEnv for Env {
                 tsih = old.id.tsih,
                 "session reinstatement: closing the old session"
             );
-            end_session(&self.registry, &old);
+            self.registry.end_session(&old);
         }
         debug!(peer = %self.peer, local = %self.local, tsih = session.id.tsih, "session created");
         let binding = SessionBinding {

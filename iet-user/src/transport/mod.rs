@@ -2,11 +2,12 @@
 //! task (login, then full-feature phase) and the writer.
 
 pub mod buffers;
-pub mod command;
 pub mod connection;
+pub mod exec;
 pub mod full_feature;
 pub mod lane;
 pub mod login_phase;
+pub mod session_ops;
 pub mod spin;
 pub mod writer;
 

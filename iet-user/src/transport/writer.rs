@@ -14,23 +14,7 @@ use crate::proto::digest;
 use crate::proto::pdu::{Bhs, DigestSettings, encode_pdu, padded_len};
 use crate::target::session::CmdWindow;
 
-/// How a PDU's StatSN field is filled (RFC 7143 §4.2.2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatSnMode {
-    /// A status-carrying PDU: takes the next StatSN.
-    Advance,
-    /// Carries the next StatSN without consuming it (R2T, unsolicited NOP-In).
-    Current,
-    /// The field is reserved (Data-In without status).
-    Reserved,
-}
-
-#[derive(Debug)]
-pub struct OutPdu {
-    pub bhs: Bhs,
-    pub data: Bytes,
-    pub stat_sn: StatSnMode,
-}
+pub use crate::proto::ffp::{OutPdu, StatSnMode};
 
 #[derive(Debug)]
 pub enum Outbound {

@@ -13,6 +13,14 @@ pub enum TmfFunction {
     TargetWarmReset,
     TargetColdReset,
     TaskReassign,
+    /// RFC 7144 §4.1 (SAM-5 §7.8).
+    QueryTask,
+    /// RFC 7144 §4.1 (SAM-5 §7.9).
+    QueryTaskSet,
+    /// RFC 7144 §4.1 (SAM-5 §7.6).
+    ItNexusReset,
+    /// RFC 7144 §4.1 (SAM-5 §7.10).
+    QueryAsyncEvent,
     Unknown(u8),
 }
 
@@ -27,6 +35,10 @@ impl TmfFunction {
             6 => TmfFunction::TargetWarmReset,
             7 => TmfFunction::TargetColdReset,
             8 => TmfFunction::TaskReassign,
+            9 => TmfFunction::QueryTask,
+            10 => TmfFunction::QueryTaskSet,
+            11 => TmfFunction::ItNexusReset,
+            12 => TmfFunction::QueryAsyncEvent,
             other => TmfFunction::Unknown(other),
         }
     }
@@ -41,6 +53,10 @@ impl TmfFunction {
             TmfFunction::TargetWarmReset => 6,
             TmfFunction::TargetColdReset => 7,
             TmfFunction::TaskReassign => 8,
+            TmfFunction::QueryTask => 9,
+            TmfFunction::QueryTaskSet => 10,
+            TmfFunction::ItNexusReset => 11,
+            TmfFunction::QueryAsyncEvent => 12,
             TmfFunction::Unknown(v) => v,
         }
     }
@@ -57,6 +73,8 @@ pub enum TmfResponse {
     ReassignmentNotSupported = 4,
     NotSupported = 5,
     AuthorizationFailed = 6,
+    /// SAM-5 FUNCTION SUCCEEDED, for the QUERY functions (RFC 7144 §4.2).
+    Succeeded = 7,
     Rejected = 255,
 }
 
