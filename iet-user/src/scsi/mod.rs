@@ -3,8 +3,12 @@
 
 mod cdb;
 mod dispatch;
+mod exec;
 mod lun;
+mod lun_addr;
 mod mode;
+mod nexus;
+mod opcodes;
 mod pr;
 mod sbc;
 mod sense;
@@ -17,6 +21,8 @@ use std::sync::{Arc, RwLock};
 
 use crate::backend::{BackendError, BlockBackend};
 
+pub use lun_addr::decode_lun;
+pub use opcodes::{CommandClass, DataDirection, classify};
 pub use pr::PrStore;
 pub use sense::{Sense, SenseReason};
 
@@ -75,6 +81,24 @@ pub struct CommandOutcome {
     pub status: ScsiStatus,
     /// Sense data (fixed or descriptor format), present with CHECK CONDITION.
     pub sense: Option<Vec<u8>>,
+}
+
+/// A command's outcome with what the transport must do about other tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub outcome: CommandOutcome,
+    /// Nexus ids whose tasks on this LU PREEMPT AND ABORT aborts (SPC-5 §5.13.11.2.6);
+    /// empty for every other command.
+    pub preempted: Vec<u64>,
+}
+
+impl From<CommandOutcome> for Completion {
+    fn from(outcome: CommandOutcome) -> Self {
+        Self {
+            outcome,
+            preempted: Vec::new(),
+        }
+    }
 }
 
 /// Settings of one logical unit.
@@ -163,9 +187,6 @@ pub struct LogicalUnits {
     luns: RwLock<BTreeMap<u64, Arc<Lu>>>,
 }
 
-/// Largest LUN number REPORT LUNS can encode with flat addressing (SAM-5 §4.7.7).
-const MAX_LUN: u64 = 0x3fff;
-
 impl LogicalUnits {
     pub fn new() -> Self {
         Self::default()
@@ -204,7 +225,7 @@ impl LogicalUnits {
 
     /// Add a logical unit; existing nexuses get REPORTED LUNS DATA HAS CHANGED.
     pub fn add_lun(&self, lun: u64, cfg: LunConfig) -> Result<(), ScsiError> {
-        if lun > MAX_LUN {
+        if lun > lun_addr::MAX_LUN {
             return Err(ScsiError::LunOutOfRange(lun));
         }
         let lu = Arc::new(Lu::new(cfg)?);
@@ -276,6 +297,16 @@ impl LogicalUnits {
         data_out: &[u8],
         data_in: &mut Vec<u8>,
     ) -> CommandOutcome {
+        self.execute_command(req, data_out, data_in).outcome
+    }
+
+    /// `execute`, also saying which other nexuses' tasks must be aborted (PREEMPT AND ABORT).
+    pub fn execute_command(
+        &self,
+        req: &ScsiRequest<'_>,
+        data_out: &[u8],
+        data_in: &mut Vec<u8>,
+    ) -> Completion {
         let lu = self.get(req.lun);
         dispatch::execute(self, lu.as_deref(), req, data_out, data_in)
     }
