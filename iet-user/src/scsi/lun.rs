@@ -141,6 +141,18 @@ impl Lu {
         st.ua.forget(nexus.id);
     }
 
+    /// I_T nexus loss (SAM-5 §6.3.4) for a nexus that lives on (I_T NEXUS RESET, §7.6):
+    /// its RESERVE reservation and PREVENT go, and it gets I_T NEXUS LOSS OCCURRED.
+    pub(crate) fn i_t_nexus_reset(&self, nexus: &ItNexus) {
+        let mut st = self.lock();
+        if st.reservation == Some(nexus.id) {
+            st.reservation = None;
+        }
+        st.prevent.remove(&nexus.id);
+        st.ua.touch(nexus);
+        st.ua.establish(nexus.id, SenseReason::ItNexusLossOccurred);
+    }
+
     pub(crate) fn reset(&self, by: &ItNexus, reason: SenseReason) {
         let mut st = self.lock();
         st.reservation = None;

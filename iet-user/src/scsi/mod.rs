@@ -3,8 +3,12 @@
 
 mod cdb;
 mod dispatch;
+mod exec;
 mod lun;
+mod lun_addr;
 mod mode;
+mod nexus;
+mod opcodes;
 mod pr;
 mod sbc;
 mod sense;
@@ -18,6 +22,8 @@ use std::sync::{Arc, RwLock};
 
 use crate::backend::{BackendError, BlockBackend};
 
+pub use lun_addr::decode_lun;
+pub use opcodes::{CommandClass, DataDirection, classify};
 pub use pr::PrStore;
 pub use sense::{Sense, SenseReason};
 
@@ -76,6 +82,24 @@ pub struct CommandOutcome {
     pub status: ScsiStatus,
     /// Sense data (fixed or descriptor format), present with CHECK CONDITION.
     pub sense: Option<Vec<u8>>,
+}
+
+/// A command's outcome with what the transport must do about other tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub outcome: CommandOutcome,
+    /// Nexus ids whose tasks on this LU PREEMPT AND ABORT aborts (SPC-5 §5.13.11.2.6);
+    /// empty for every other command.
+    pub preempted: Vec<u64>,
+}
+
+impl From<CommandOutcome> for Completion {
+    fn from(outcome: CommandOutcome) -> Self {
+        Self {
+            outcome,
+            preempted: Vec::new(),
+        }
+    }
 }
 
 /// Settings of one logical unit.
@@ -164,9 +188,6 @@ pub struct LogicalUnits {
     luns: RwLock<BTreeMap<u64, Arc<Lu>>>,
 }
 
-/// Largest LUN number REPORT LUNS can encode with flat addressing (SAM-5 §4.7.7).
-const MAX_LUN: u64 = 0x3fff;
-
 impl LogicalUnits {
     pub fn new() -> Self {
         Self::default()
@@ -205,7 +226,7 @@ impl LogicalUnits {
 
     /// Add a logical unit; existing nexuses get REPORTED LUNS DATA HAS CHANGED.
     pub fn add_lun(&self, lun: u64, cfg: LunConfig) -> Result<(), ScsiError> {
-        if lun > MAX_LUN {
+        if lun > lun_addr::MAX_LUN {
             return Err(ScsiError::LunOutOfRange(lun));
         }
         let lu = Arc::new(Lu::new(cfg)?);
@@ -277,6 +298,16 @@ impl LogicalUnits {
         data_out: &[u8],
         data_in: &mut Vec<u8>,
     ) -> CommandOutcome {
+        self.execute_command(req, data_out, data_in).outcome
+    }
+
+    /// `execute`, also saying which other nexuses' tasks must be aborted (PREEMPT AND ABORT).
+    pub fn execute_command(
+        &self,
+        req: &ScsiRequest<'_>,
+        data_out: &[u8],
+        data_in: &mut Vec<u8>,
+    ) -> Completion {
         let lu = self.get(req.lun);
         dispatch::execute(self, lu.as_deref(), req, data_out, data_in)
     }
@@ -314,44 +345,9 @@ impl LogicalUnits {
         }
     }
 
-    /// Whether the LU reports sense in descriptor format (D_SENSE, SPC-5
-    /// §7.5.9), for sense the transport builds.
-    pub fn descriptor_sense(&self, lun: u64) -> bool {
-        self.get(lun).is_some_and(|lu| lu.lock().mode.d_sense)
-    }
-
     /// Whether the LUN exists.
     pub fn has_lun(&self, lun: u64) -> bool {
         self.get(lun).is_some()
-    }
-
-    /// A unit attention for one nexus on one LU (COMMANDS CLEARED BY
-    /// ANOTHER INITIATOR after a CLEAR TASK SET from elsewhere).
-    pub fn establish_ua(&self, lun: u64, nexus: u64, reason: SenseReason) {
-        if let Some(lu) = self.get(lun) {
-            lu.lock().ua.establish_for(nexus, reason);
-        }
-    }
-
-    /// Whether a unit attention is pending for the nexus on the LU (QUERY
-    /// ASYNCHRONOUS EVENT), without reporting it.
-    pub fn ua_pending(&self, lun: u64, nexus: u64) -> bool {
-        self.get(lun).is_some_and(|lu| lu.lock().ua.pending(nexus))
-    }
-
-    /// I_T NEXUS RESET (SAM-5 §7.6): on every LU as if the nexus were lost
-    /// (RESERVE and PREVENT released), and the nexus gets I_T NEXUS LOSS
-    /// OCCURRED.
-    pub fn it_nexus_reset(&self, nexus: &ItNexus) {
-        for lun in self.lun_list() {
-            if let Some(lu) = self.get(lun) {
-                lu.nexus_loss(nexus);
-                let mut st = lu.lock();
-                st.ua.touch(nexus);
-                st.ua
-                    .establish_for(nexus.id, SenseReason::ItNexusLossOccurred);
-            }
-        }
     }
 
     /// TARGET WARM/COLD RESET: a reset of every LU.

@@ -2,7 +2,7 @@
 //! Read-Write Error Recovery, Caching, Control and Informational Exceptions pages.
 
 use super::cdb::Cdb;
-use super::dispatch::{Ctx, Exec, put};
+use super::exec::{Ctx, Exec, put};
 use super::sense::SenseReason;
 
 /// Current values of the changeable bits.

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ItNexus;
 use super::cdb::Cdb;
-use super::dispatch::{Ctx, Exec, Fail, put};
+use super::exec::{Ctx, Exec, Fail, put};
+use super::opcodes::Access;
 use super::sense::SenseReason;
 
 /// Persistence hook for APTPL (SPC-5 §5.13.5). `save(None)` forgets the saved state.
@@ -16,20 +17,6 @@ use super::sense::SenseReason;
 pub trait PrStore: Send + Sync + std::fmt::Debug {
     fn load(&self) -> io::Result<Option<Vec<u8>>>;
     fn save(&self, data: Option<&[u8]>) -> io::Result<()>;
-}
-
-/// How a command is treated under a persistent reservation (SPC-5 table 77).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Allowed whatever the reservation.
-    Always,
-    /// Conflicts only under Exclusive Access types for non-holders.
-    Read,
-    /// Conflicts under every type for non-holders.
-    Write,
-    PrIn,
-    /// PERSISTENT RESERVE OUT checks its own rules.
-    PrOut,
 }
 
 /// Reservation types (SPC-5 table 231).
@@ -342,14 +329,15 @@ fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32) -> Exec {
             return Err(SenseReason::InvalidFieldInCdb.into());
         }
     }
-    let mut st = ctx.lock();
+    let mut guard = ctx.lock();
     // A RESERVE(6/10) reservation held by another nexus conflicts with PR OUT.
-    if st.reservation.is_some_and(|h| h != nexus.id) {
+    if guard.reservation.is_some_and(|h| h != nexus.id) {
         return Err(Fail::ReservationConflict);
     }
-    let st = &mut *st;
+    let st = &mut *guard;
     let (pr, ua) = (&mut st.pr, &mut st.ua);
     let before = pr.clone();
+    let mut preempted = Vec::new();
     let aptpl_bit;
     match sa {
         REGISTER | REGISTER_AND_IGNORE => {
@@ -436,7 +424,10 @@ fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32) -> Exec {
                     pr.reservation = None;
                     pr.generation = pr.generation.wrapping_add(1);
                 }
-                PREEMPT | PREEMPT_AND_ABORT => preempt(pr, ua, &nexus, t, sa_key)?,
+                PREEMPT => {
+                    preempt(pr, ua, &nexus, t, sa_key)?;
+                }
+                PREEMPT_AND_ABORT => preempted = preempt(pr, ua, &nexus, t, sa_key)?,
                 _ => register_and_move(pr, ua, &nexus, p, sa_key)?,
             }
         }
@@ -453,18 +444,22 @@ fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32) -> Exec {
             return Err(SenseReason::InsufficientRegistrationResources.into());
         }
     }
+    drop(guard);
+    preempted.sort_unstable();
+    preempted.dedup();
+    ctx.preempted = preempted;
     Ok(())
 }
 
 /// PREEMPT / PREEMPT AND ABORT (SPC-5 §5.13.11.2.4). Aborting the preempted nexuses'
-/// tasks is the transport's part; here the registrations and reservation change.
+/// tasks is the transport's part (§5.13.11.2.6): their ids are returned.
 fn preempt(
     pr: &mut PrState,
     ua: &mut super::ua::UnitAttentions,
     nexus: &ItNexus,
     t: u8,
     sa_key: u64,
-) -> Exec {
+) -> Result<Vec<u64>, Fail> {
     let holder_key = match &pr.reservation {
         Some(Reservation {
             holder: Some((i, tp)),
@@ -477,9 +472,11 @@ fn preempt(
         _ => None,
     };
     let all_reg = matches!(&pr.reservation, Some(Reservation { holder: None, .. }));
-    let remove = |pr: &mut PrState,
-                  ua: &mut super::ua::UnitAttentions,
-                  pred: &dyn Fn(&Registration) -> bool| {
+    // Nexus ids of the preempted registrations, for PREEMPT AND ABORT.
+    let mut preempted = Vec::new();
+    let mut remove = |pr: &mut PrState,
+                      ua: &mut super::ua::UnitAttentions,
+                      pred: &dyn Fn(&Registration) -> bool| {
         let mut removed = 0;
         pr.registrations.retain(|r| {
             if !r.is(nexus) && pred(r) {
@@ -488,6 +485,7 @@ fn preempt(
                     &r.target_port,
                     SenseReason::RegistrationsPreempted,
                 );
+                preempted.extend(ua.nexus_ids(&r.initiator_port, &r.target_port));
                 removed += 1;
                 false
             } else {
@@ -527,7 +525,7 @@ fn preempt(
         }
     }
     pr.generation = pr.generation.wrapping_add(1);
-    Ok(())
+    Ok(preempted)
 }
 
 /// REGISTER AND MOVE (SPC-5 §5.13.8): register the TransportID's nexus with the service

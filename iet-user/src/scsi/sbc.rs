@@ -5,36 +5,12 @@
 use std::sync::{PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use super::cdb::{Cdb, Rw};
-use super::dispatch::{Ctx, Exec, Fail, put};
+use super::exec::{Ctx, Exec, Fail, put};
 use super::sense::{Sense, SenseReason};
 use super::vpd::{
     MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, max_transfer_blocks,
 };
 use crate::backend::{BackendError, BackendErrorKind};
-
-/// Opcodes whose byte 1 carries RDPROTECT/WRPROTECT/VRPROTECT/ORPROTECT.
-pub(crate) fn has_protect_field(opcode: u8) -> bool {
-    use super::cdb::op;
-    matches!(
-        opcode,
-        op::READ_10
-            | op::READ_12
-            | op::READ_16
-            | op::WRITE_10
-            | op::WRITE_12
-            | op::WRITE_16
-            | op::VERIFY_10
-            | op::VERIFY_12
-            | op::VERIFY_16
-            | op::WRITE_AND_VERIFY_10
-            | op::WRITE_AND_VERIFY_12
-            | op::WRITE_AND_VERIFY_16
-            | op::WRITE_SAME_10
-            | op::WRITE_SAME_16
-            | op::COMPARE_AND_WRITE
-            | op::ORWRITE_16
-    )
-}
 
 /// Which way the failed I/O went, to pick the medium-error sense.
 #[derive(Clone, Copy)]

@@ -41,15 +41,16 @@ sense_reasons! {
     InvalidFieldInInformationUnit = (ILLEGAL_REQUEST, 0x0e, 0x03),
     /// For the transport: a Data-Out sequence error (RFC 7143 §11.4.7.2).
     DataPhaseError = (ABORTED_COMMAND, 0x4b, 0x00),
-    /// For the transport: a Data-Out with a TTT we never gave out.
-    InvalidTargetPortTransferTag = (ABORTED_COMMAND, 0x4b, 0x01),
-    /// For the transport: more Data-Out than solicited or expected.
+    /// For the transport: a Data-Out with a TTT we never issued.
+    InvalidTargetPortTransferTagReceived = (ABORTED_COMMAND, 0x4b, 0x01),
+    /// For the transport: more Data-Out than the command takes.
     TooMuchWriteData = (ABORTED_COMMAND, 0x4b, 0x02),
-    /// For the transport: a Data-Out at the wrong buffer offset.
+    /// For the transport: a Data-Out whose Buffer Offset is not the one expected.
     DataOffsetError = (ABORTED_COMMAND, 0x4b, 0x05),
-    /// For the transport: unsolicited Data-Out where InitialR2T=Yes.
+    /// For the transport: unsolicited data where InitialR2T/ImmediateData forbid it.
     UnexpectedUnsolicitedData = (ABORTED_COMMAND, 0x0c, 0x0c),
-    /// For the transport: a data digest error (ErrorRecoveryLevel 0).
+    NotEnoughUnsolicitedData = (ABORTED_COMMAND, 0x0c, 0x0d),
+    /// For the transport: a DataDigest error on Data-Out (RFC 7143 §7.8).
     ProtocolServiceCrcError = (ABORTED_COMMAND, 0x47, 0x05),
     ParameterListLengthError = (ILLEGAL_REQUEST, 0x1a, 0x00),
     InvalidCommandOperationCode = (ILLEGAL_REQUEST, 0x20, 0x00),
@@ -66,14 +67,14 @@ sense_reasons! {
     ScsiBusResetOccurred = (UNIT_ATTENTION, 0x29, 0x02),
     BusDeviceResetOccurred = (UNIT_ATTENTION, 0x29, 0x03),
     ItNexusLossOccurred = (UNIT_ATTENTION, 0x29, 0x07),
-    /// CLEAR TASK SET from another nexus aborted this one's tasks (SAM-5 §7.4).
-    CommandsClearedByAnotherInitiator = (UNIT_ATTENTION, 0x2f, 0x00),
     ModeParametersChanged = (UNIT_ATTENTION, 0x2a, 0x01),
     ReservationsPreempted = (UNIT_ATTENTION, 0x2a, 0x03),
     ReservationsReleased = (UNIT_ATTENTION, 0x2a, 0x04),
     RegistrationsPreempted = (UNIT_ATTENTION, 0x2a, 0x05),
     CapacityDataChanged = (UNIT_ATTENTION, 0x2a, 0x09),
     ReportedLunsDataChanged = (UNIT_ATTENTION, 0x3f, 0x0e),
+    /// CLEAR TASK SET (or PREEMPT AND ABORT) from another I_T nexus aborted tasks (SAM-5 §7.3).
+    CommandsClearedByAnotherInitiator = (UNIT_ATTENTION, 0x2f, 0x00),
     WriteProtected = (DATA_PROTECT, 0x27, 0x00),
     SpaceAllocationFailedWriteProtect = (DATA_PROTECT, 0x27, 0x07),
     MiscompareDuringVerify = (MISCOMPARE, 0x1d, 0x00),

@@ -2,7 +2,9 @@
 //! PREVENT ALLOW MEDIUM REMOVAL, START STOP UNIT, and the REPORT SUPPORTED ... pair.
 
 use super::cdb::{Cdb, cdb_len, op};
-use super::dispatch::{Ctx, Exec, Fail, OPCODES, OpInfo, entry_cdb_len, has_service_actions, put};
+use super::exec::{Ctx, Exec, Fail, put};
+use super::lun_addr::encode_lun;
+use super::opcodes::{OPCODES, OpInfo, entry_cdb_len, has_service_actions};
 use super::sense::{Sense, SenseReason};
 use super::{CommandOutcome, LogicalUnits, ScsiRequest, ScsiStatus, vpd};
 
@@ -123,7 +125,7 @@ pub(crate) fn inquiry(ctx: &mut Ctx<'_>, evpd: bool, page: u8, alloc_len: u32) -
     Ok(())
 }
 
-/// REPORT LUNS (SPC-5 §6.29) with SAM-5 peripheral (<256) or flat addressing.
+/// REPORT LUNS (SPC-5 §6.29) with SAM-5 peripheral (<256) or flat addressing (`lun_addr`).
 pub(crate) fn report_luns(
     units: &LogicalUnits,
     data_in: &mut Vec<u8>,
@@ -143,12 +145,7 @@ pub(crate) fn report_luns(
     d.extend_from_slice(&((luns.len() * 8) as u32).to_be_bytes());
     d.extend_from_slice(&[0; 4]);
     for lun in luns {
-        let first = if lun < 256 {
-            0
-        } else {
-            0x40 | ((lun >> 8) as u8 & 0x3f)
-        };
-        d.extend_from_slice(&[first, lun as u8, 0, 0, 0, 0, 0, 0]);
+        d.extend_from_slice(&encode_lun(lun));
     }
     put(data_in, &d, alloc_len);
     Ok(())
@@ -242,13 +239,13 @@ fn supported(ctx: &Ctx<'_>, o: &OpInfo) -> bool {
     o.opcode != op::UNMAP || ctx.lu.thin
 }
 
-fn usage_data(opcode: u8, sa: Option<u8>) -> Vec<u8> {
-    let len = cdb_len(opcode).unwrap_or(6);
+fn usage_data(o: &OpInfo) -> Vec<u8> {
+    let len = cdb_len(o.opcode).unwrap_or(6);
     let mut u = vec![0xff; len];
-    u[0] = opcode;
-    if let Some(sa) = sa {
+    u[0] = o.opcode;
+    if let Some(sa) = o.service_action {
         u[1] = sa;
-    } else if len > 6 && super::sbc::has_protect_field(opcode) {
+    } else if o.protect_field {
         // No protection information: the *PROTECT bits are not usable; DPO and FUA are.
         u[1] &= 0x1f;
     }
@@ -304,7 +301,7 @@ pub(crate) fn report_supported_opcodes(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             });
             match entry {
                 Some(o) => {
-                    let usage = usage_data(o.opcode, o.service_action);
+                    let usage = usage_data(o);
                     d.extend_from_slice(&[0, u8::from(rctd) << 7 | 0x03]);
                     d.extend_from_slice(&(usage.len() as u16).to_be_bytes());
                     d.extend_from_slice(&usage);

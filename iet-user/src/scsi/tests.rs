@@ -667,7 +667,7 @@ proptest! {
     #[test]
     fn known_opcodes_with_random_fields_never_panic(
         op in proptest::sample::select(
-            super::dispatch::OPCODES.iter().map(|o| o.opcode).collect::<Vec<_>>()),
+            super::opcodes::OPCODES.iter().map(|o| o.opcode).collect::<Vec<_>>()),
         rest in proptest::collection::vec(any::<u8>(), 15),
         out in proptest::collection::vec(any::<u8>(), 0..1100),
     ) {
@@ -776,3 +776,5 @@ fn register_and_move_hands_over_the_reservation() {
     self_move[8..16].copy_from_slice(&0x33u64.to_be_bytes());
     assert_eq!(rig.check(b, &cdb, &self_move), (5, 0x26, 0));
 }
+
+mod nexus;

@@ -40,6 +40,18 @@ impl UnitAttentions {
         self.nexuses.get_mut(&nexus)?.pending.pop_front()
     }
 
+    /// The condition `take` would report, left pending (QUERY ASYNCHRONOUS EVENT, SAM-5 §7.13).
+    pub(crate) fn peek(&self, nexus: u64) -> Option<SenseReason> {
+        self.nexuses.get(&nexus)?.pending.front().copied()
+    }
+
+    /// Establish `r` for one nexus (if this LU knows it).
+    pub(crate) fn establish(&mut self, nexus: u64, r: SenseReason) {
+        if let Some(entry) = self.nexuses.get_mut(&nexus) {
+            Self::push(entry, r);
+        }
+    }
+
     /// Drop one pending condition (REPORT LUNS clears REPORTED LUNS DATA HAS CHANGED).
     pub(crate) fn clear(&mut self, nexus: u64, r: SenseReason) {
         if let Some(entry) = self.nexuses.get_mut(&nexus) {
@@ -76,20 +88,6 @@ impl UnitAttentions {
         }
     }
 
-    /// Establish `r` for one nexus (if it has been seen).
-    pub(crate) fn establish_for(&mut self, nexus: u64, r: SenseReason) {
-        if let Some(entry) = self.nexuses.get_mut(&nexus) {
-            Self::push(entry, r);
-        }
-    }
-
-    /// Whether a condition is pending for the nexus (without reporting it).
-    pub(crate) fn pending(&self, nexus: u64) -> bool {
-        self.nexuses
-            .get(&nexus)
-            .is_some_and(|e| !e.pending.is_empty())
-    }
-
     /// Establish `r` for every nexus whose (initiator port, target port) matches.
     pub(crate) fn establish_port(
         &mut self,
@@ -102,6 +100,15 @@ impl UnitAttentions {
                 Self::push(entry, r);
             }
         }
+    }
+
+    /// Ids of the nexuses with this (initiator port, target port) identity.
+    pub(crate) fn nexus_ids(&self, initiator_port: &str, target_port: &str) -> Vec<u64> {
+        self.nexuses
+            .iter()
+            .filter(|(_, e)| e.initiator_port == initiator_port && e.target_port == target_port)
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Connected nexuses, for REGISTER AND MOVE TransportID lookups.
@@ -143,6 +150,17 @@ mod tests {
         ua.establish_others(None, SenseReason::BusDeviceResetOccurred);
         assert_eq!(ua.take(2), Some(SenseReason::BusDeviceResetOccurred));
         assert_eq!(ua.take(2), None);
+        ua.establish(2, SenseReason::CommandsClearedByAnotherInitiator);
+        ua.establish(9, SenseReason::CommandsClearedByAnotherInitiator);
+        assert_eq!(
+            ua.peek(2),
+            Some(SenseReason::CommandsClearedByAnotherInitiator)
+        );
+        assert_eq!(ua.peek(1), Some(SenseReason::BusDeviceResetOccurred));
+        assert_eq!(
+            ua.take(2),
+            Some(SenseReason::CommandsClearedByAnotherInitiator)
+        );
         ua.forget(1);
         ua.touch(&a);
         assert_eq!(ua.take(1), Some(SenseReason::PowerOnResetOccurred));

@@ -1,7 +1,7 @@
 //! Vital product data pages (SPC-5 §7.7, SBC-4 §6.6). Identifiers derive only from
 //! the LUN's configured serial and device_id, so they survive restarts.
 
-use super::dispatch::{Ctx, Fail};
+use super::exec::{Ctx, Fail};
 use super::sense::SenseReason;
 
 /// Supported pages, ascending (SPC-5 §7.7.16 requires the order).

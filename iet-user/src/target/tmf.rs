@@ -41,7 +41,7 @@ pub fn execute(
         exp_cmd_sn,
         max_cmd_sn: caller.window.max_cmd_sn(),
         tasks: &tasks,
-        ua_pending: target.luns.ua_pending(lun, nexus.id),
+        ua_pending: target.luns.pending_ua(lun, nexus).is_some(),
     };
     let plan = tmf::plan(req, &ctx);
     let session_of = |id: u64| peers.iter().find(|s| s.nexus().is_some_and(|n| n.id == id));
@@ -59,13 +59,13 @@ pub fn execute(
         Reset::None => {}
         Reset::LogicalUnit => target.luns.lun_reset(lun, nexus),
         Reset::Target { .. } => target.luns.target_reset(nexus),
-        Reset::ItNexus => target.luns.it_nexus_reset(nexus),
+        Reset::ItNexus => target.luns.i_t_nexus_reset(nexus),
     }
     plan.response
 }
 
 /// Aborts the tasks of every session of `caller`'s target whose nexus is
-/// named in `initiator_ports` on `lun` (PREEMPT AND ABORT, SPC-5
+/// is in `preempted` on `lun` (PREEMPT AND ABORT, SPC-5
 /// §5.13.11.2.4), except the preempting command itself.
 pub fn abort_preempted(registry: &Registry, caller: &Arc<Session>, lun: u64, preempted: &[u64]) {
     let Some(target) = caller.target() else {

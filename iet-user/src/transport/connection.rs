@@ -126,6 +126,7 @@ async fn full_feature(
                 lanes: target.lanes.clone(),
                 nexus: nexus.clone(),
                 tx: tx.clone(),
+                registry: registry.clone(),
                 max_send_segment: AtomicU32::new(max_send_segment),
             })),
             SessionKind::Discovery => None,

@@ -17,7 +17,8 @@ use crate::proto::ffp::response::{self, Answering, DataInLimits, Status};
 use crate::proto::ffp::writes::EarlyVerdict;
 use crate::proto::pdu::ScsiCommand;
 use crate::scsi::{
-    CommandOutcome, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus, Sense, TaskAttr,
+    CommandClass, CommandOutcome, Completion, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus,
+    Sense, TaskAttr, classify,
 };
 use crate::target::session::{EnableWait, Session, TaskSlot};
 use crate::target::stats::CommandKind;
@@ -34,6 +35,8 @@ pub struct CommandInfo {
     /// Flat LUN number.
     pub lun: u64,
     pub cdb: Vec<u8>,
+    /// The opcode table's view of the CDB, looked up once.
+    pub class: CommandClass,
     pub attr: TaskAttr,
     pub read: bool,
     pub write: bool,
@@ -50,6 +53,7 @@ impl CommandInfo {
             lun_field: cmd.lun,
             lun,
             cdb: cmd.cdb().to_vec(),
+            class: classify(cmd.cdb()),
             attr: match cmd.attr {
                 0 => TaskAttr::Untagged,
                 2 => TaskAttr::Ordered,
@@ -133,36 +137,10 @@ impl LaneJob for LaneWrite {
     }
 }
 
-/// READ(6/10/12/16): idempotent, so it may be tried without blocking and
-/// run again on the blocking pool.
-fn is_read(cdb: &[u8]) -> bool {
-    matches!(cdb.first(), Some(0x08 | 0x28 | 0xa8 | 0x88))
-}
-
-/// WRITE(6/10/12/16) without FUA: idempotent and needing no flush.
-fn is_plain_write(cdb: &[u8]) -> bool {
-    match cdb.first() {
-        Some(0x0a) => true,
-        Some(0x2a | 0xaa | 0x8a) => cdb.get(1).is_some_and(|b| b & 0x08 == 0),
-        _ => false,
-    }
-}
-
-/// Decodes the first level of a SAM LUN (peripheral or flat addressing).
-pub fn decode_lun(raw: u64) -> u64 {
-    let top = (raw >> 48) as u16;
-    match top >> 14 {
-        0 => u64::from(top & 0xff),
-        1 => u64::from(top & 0x3fff),
-        // Other methods name LUNs we never report: keep them distinct.
-        _ => raw,
-    }
-}
-
 /// A Data-In buffer: from the pool, sized for a read's expected length
 /// (bounded: that length comes from the network).
 fn data_in_buffer(info: &CommandInfo) -> Vec<u8> {
-    if is_read(&info.cdb) {
+    if info.class.plain_read {
         buffers::take((info.expected_len as usize).min(1 << 20))
     } else {
         Vec::new()
@@ -186,12 +164,14 @@ pub struct ExecContext {
     pub lanes: Arc<WriteLanes<LaneWrite>>,
     pub nexus: Arc<ItNexus>,
     pub tx: ConnTx,
+    /// For aborts a command causes in other sessions (PREEMPT AND ABORT).
+    pub registry: Arc<crate::target::Registry>,
     /// The initiator's MaxRecvDataSegmentLength on this connection.
     pub max_send_segment: AtomicU32,
 }
 
 /// A command's outcome and Data-In.
-pub type Executed = (CommandOutcome, Vec<u8>);
+pub type Executed = (Completion, Vec<u8>);
 
 impl ExecContext {
     fn request<'a>(&'a self, info: &'a CommandInfo) -> ScsiRequest<'a> {
@@ -209,14 +189,14 @@ impl ExecContext {
     pub fn run_blocking(&self, info: &CommandInfo, data_out: &[u8]) -> Executed {
         let run = || {
             let mut data_in = data_in_buffer(info);
-            let outcome = self
+            let done = self
                 .luns
-                .execute(&self.request(info), data_out, &mut data_in);
-            (outcome, data_in)
+                .execute_command(&self.request(info), data_out, &mut data_in);
+            (done, data_in)
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
             tracing::error!(itt = info.itt, "command panicked");
-            (internal_failure(), Vec::new())
+            (internal_failure().into(), Vec::new())
         })
     }
 
@@ -267,19 +247,20 @@ impl ExecContext {
             done
         })
         .await;
-        let (outcome, data_in) = result.unwrap_or_else(|_| (internal_failure(), Vec::new()));
+        let (outcome, data_in) = result.unwrap_or_else(|_| (internal_failure().into(), Vec::new()));
         self.finish(cmd, &outcome, data_in, exp_data_sn).await;
     }
 
     /// A read whose data is in the page cache completes right here, on the
     /// caller's thread; `None` when it would wait for the disk.
     pub fn try_read_now(&self, info: &CommandInfo) -> Option<Executed> {
-        if !is_read(&info.cdb) {
+        if !info.class.plain_read {
             return None;
         }
         let mut data_in = data_in_buffer(info);
         let req = self.request(info);
-        let Some(outcome) = nowait::attempt(|| self.luns.execute(&req, &[], &mut data_in)) else {
+        let Some(outcome) = nowait::attempt(|| self.luns.execute_command(&req, &[], &mut data_in))
+        else {
             buffers::give(data_in);
             return None;
         };
@@ -289,19 +270,19 @@ impl ExecContext {
     /// A plain WRITE (no FUA) whose data the page cache takes without
     /// waiting completes right here; `None` sends it elsewhere, where
     /// writing the same bytes again is harmless.
-    pub fn try_write_now(&self, info: &CommandInfo, data_out: &[u8]) -> Option<CommandOutcome> {
-        if !is_plain_write(&info.cdb) || !self.luns.nowait_writes(info.lun) {
+    pub fn try_write_now(&self, info: &CommandInfo, data_out: &[u8]) -> Option<Completion> {
+        if !info.class.plain_write_no_fua || !self.luns.nowait_writes(info.lun) {
             return None;
         }
         let req = self.request(info);
         let mut data_in = Vec::new();
-        nowait::attempt(|| self.luns.execute(&req, data_out, &mut data_in))
+        nowait::attempt(|| self.luns.execute_command(&req, data_out, &mut data_in))
     }
 
     /// Whether a write only needs the page cache (no FUA, write cache on):
     /// such writes queue on the LU's write lane.
     pub fn is_buffered_write(&self, info: &CommandInfo) -> bool {
-        is_plain_write(&info.cdb) && self.luns.write_cache_enabled(info.lun)
+        info.class.plain_write_no_fua && self.luns.write_cache_enabled(info.lun)
     }
 
     fn record(&self, info: &CommandInfo, outcome: &CommandOutcome, in_len: u64) {
@@ -328,11 +309,21 @@ impl ExecContext {
     pub fn complete(
         &self,
         cmd: Cmd,
-        outcome: &CommandOutcome,
+        done: &Completion,
         data_in: Vec<u8>,
         exp_data_sn: u32,
     ) -> Vec<OutPdu> {
+        let outcome = &done.outcome;
         self.record(&cmd.info, outcome, data_in.len() as u64);
+        if !done.preempted.is_empty() {
+            // SPC-5 §5.13.11.2.6: the preempted nexuses' tasks end now.
+            crate::target::tmf::abort_preempted(
+                &self.registry,
+                &self.session,
+                cmd.info.lun,
+                &done.preempted,
+            );
+        }
         let info = cmd.info;
         if !cmd.slot.finish() {
             debug!(itt = info.itt, "aborted: no response");
@@ -360,13 +351,7 @@ impl ExecContext {
     }
 
     /// Completes a command and sends its answer.
-    pub async fn finish(
-        &self,
-        cmd: Cmd,
-        outcome: &CommandOutcome,
-        data_in: Vec<u8>,
-        exp_data_sn: u32,
-    ) {
+    pub async fn finish(&self, cmd: Cmd, outcome: &Completion, data_in: Vec<u8>, exp_data_sn: u32) {
         for pdu in self.complete(cmd, outcome, data_in, exp_data_sn) {
             if !self.tx.send_pdu(pdu).await {
                 return;
@@ -377,11 +362,10 @@ impl ExecContext {
     /// Answers a command that was not run (residual mismatch, oversize,
     /// broken Data-Out sequence) with CHECK CONDITION.
     pub async fn fail(&self, mut cmd: Cmd, verdict: EarlyVerdict, exp_data_sn: u32) {
-        let sense = Sense::from(verdict.reason).encode(self.luns.descriptor_sense(cmd.info.lun));
-        let outcome = CommandOutcome {
+        let outcome = Completion::from(CommandOutcome {
             status: ScsiStatus::CheckCondition,
-            sense: Some(sense),
-        };
+            sense: Some(self.luns.sense_for(cmd.info.lun, verdict.reason)),
+        });
         // The residual is the verdict's, not the CDB's.
         cmd.info.read = false;
         cmd.info.data_out_len = match verdict.residual {

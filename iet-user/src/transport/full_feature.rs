@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tracing::{debug, info, warn};
 
-use super::exec::{Cmd, CommandInfo, ExecContext, MAX_WRITE_BUFFER, WriteBuf, decode_lun};
+use super::exec::{Cmd, CommandInfo, ExecContext, MAX_WRITE_BUFFER, WriteBuf};
 use super::spin::{self, PollPolicy, SpinSlot};
 use super::writer::ConnTx;
 use crate::proto::ffp::conn::{Config, Connection, Event};
@@ -19,6 +19,7 @@ use crate::proto::ffp::writes::{EarlyVerdict, WriteData};
 use crate::proto::ffp::{CloseReason, OutPdu};
 use crate::proto::pdu::{Bhs, CodecError, Pdu, PduDecoder, RejectReason, Residual, ScsiCommand};
 use crate::scsi::SenseReason;
+use crate::scsi::decode_lun;
 use crate::target::session::{ConnHandle, ConnNews, Delivered, Delivery, Session, TaskSlot};
 use crate::target::{Registry, TargetSettings};
 

@@ -90,7 +90,7 @@ pub async fn task_management(
     req: &TaskMgmtRequest,
     exp_cmd_sn: u32,
 ) {
-    let lun = super::exec::decode_lun(req.lun);
+    let lun = crate::scsi::decode_lun(req.lun);
     let response = crate::target::tmf::execute(registry, session, req, lun, exp_cmd_sn);
     let resp = TaskMgmtResponse {
         response,

@@ -102,7 +102,7 @@ pub struct Connection<T> {
 pub fn data_out_reason(e: DataOutError) -> SenseReason {
     match e {
         DataOutError::UnsolicitedNotAllowed => SenseReason::UnexpectedUnsolicitedData,
-        DataOutError::UnknownTtt(_) => SenseReason::InvalidTargetPortTransferTag,
+        DataOutError::UnknownTtt(_) => SenseReason::InvalidTargetPortTransferTagReceived,
         DataOutError::Overrun => SenseReason::TooMuchWriteData,
         DataOutError::BufferOffset { .. } => SenseReason::DataOffsetError,
         DataOutError::DataSn { .. } => SenseReason::DataPhaseError,
