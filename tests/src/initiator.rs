@@ -368,7 +368,13 @@ impl Conn {
                     ("DataSequenceInOrder".to_owned(), "Yes".to_owned()),
                 ]);
             }
-            ops.extend(opts.extra.iter().cloned());
+            // Extra keys replace the defaults of the same name.
+            for (k, v) in &opts.extra {
+                match ops.iter_mut().find(|(have, _)| have == k) {
+                    Some(e) => e.1.clone_from(v),
+                    None => ops.push((k.clone(), v.clone())),
+                }
+            }
             let kv: Vec<(&str, &str)> = ops.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let (r, keys) =
                 self.login_exchange(&self.login_bhs(itt, true, 1, 3), &encode_keys(&kv))?;

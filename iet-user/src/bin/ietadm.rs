@@ -373,6 +373,12 @@ fn print_text(cmd: &Command, data: &serde_json::Value, client: &mut Client) -> a
                         s.max_cmd_sn,
                         s.tasks
                     );
+                    let keys: Vec<String> = s
+                        .negotiated
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    println!("\t{}", keys.join(" "));
                     for c in &s.connections {
                         let kernel = c.kernel.as_ref().map_or_else(String::new, |k| {
                             format!(
