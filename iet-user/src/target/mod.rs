@@ -5,6 +5,7 @@ pub mod acl;
 pub mod session;
 pub mod stats;
 pub mod tmf;
+pub mod window;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

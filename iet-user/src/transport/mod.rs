@@ -5,6 +5,7 @@ pub mod buffers;
 pub mod connection;
 pub mod exec;
 pub mod full_feature;
+mod intake;
 pub mod lane;
 pub mod login_phase;
 pub mod session_ops;

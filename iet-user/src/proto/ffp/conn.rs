@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::admission::Budgets;
-use super::writes::{EarlyVerdict, PendingWrite, WriteData};
+use super::writes::{PendingWrite, WriteData};
 use super::{CloseReason, OutPdu, StatSnMode};
 use crate::proto::pdu::{
-    AsyncEvent, AsyncMessage, Bhs, CodecError, DataOut, LogoutRequest, NopIn, NopOut, Opcode, Pdu,
-    R2t, RESERVED_TAG, Reject, RejectReason, ScsiCommand, TaskMgmtRequest,
+    AsyncEvent, AsyncMessage, Bhs, CodecError, LogoutRequest, NopIn, NopOut, Opcode, Pdu,
+    RESERVED_TAG, Reject, RejectReason, ScsiCommand, TaskMgmtRequest,
 };
 use crate::proto::task::{DataOutError, WriteParams};
 use crate::scsi::SenseReason;
@@ -87,15 +86,15 @@ pub enum Event<T> {
 /// The full-feature phase of one connection.
 #[derive(Debug)]
 pub struct Connection<T> {
-    cfg: Config,
-    last_rx: Instant,
-    ping: Option<(u32, Instant)>,
-    logout_deadline: Option<Instant>,
-    next_ttt: u32,
-    writes: HashMap<u32, PendingWrite<T>>,
+    pub(super) cfg: Config,
+    pub(super) last_rx: Instant,
+    pub(super) ping: Option<(u32, Instant)>,
+    pub(super) logout_deadline: Option<Instant>,
+    pub(super) next_ttt: u32,
+    pub(super) writes: HashMap<u32, PendingWrite<T>>,
     /// Writes waiting for budget, oldest first.
-    waiting: VecDeque<u32>,
-    events: VecDeque<Event<T>>,
+    pub(super) waiting: VecDeque<u32>,
+    pub(super) events: VecDeque<Event<T>>,
 }
 
 /// Sense for a Data-Out that breaks the sequence (SPC-5 ASC 4Bh, 0Ch).
@@ -157,7 +156,7 @@ impl<T> Connection<T> {
     }
 
     /// The one Target Transfer Tag allocator (never the reserved tag).
-    fn alloc_ttt(next: &mut u32) -> u32 {
+    pub(super) fn alloc_ttt(next: &mut u32) -> u32 {
         *next = next.wrapping_add(1);
         if *next == RESERVED_TAG {
             *next = 1;
@@ -352,182 +351,5 @@ impl<T> Connection<T> {
             ..NopIn::default()
         };
         self.send(reply.encode(), pdu.data, StatSnMode::Advance);
-    }
-
-    /// A write admitted by the session: its data is collected here. Its
-    /// R2Ts wait for `deliver_write` (CmdSN order) and for a grant.
-    #[allow(clippy::too_many_arguments, reason = "one call site, all wire fields")]
-    pub fn begin_write(
-        &mut self,
-        itt: u32,
-        payload: T,
-        cmd: &ScsiCommand,
-        immediate: &Bytes,
-        verdict: Option<EarlyVerdict>,
-        solicit_limit: Option<u32>,
-        budgets: &Budgets,
-        take_buffer: impl FnOnce(usize) -> Vec<u8>,
-    ) -> Result<(), (T, DataOutError)> {
-        let edtl = cmd.expected_data_transfer_length;
-        let mut w = PendingWrite::new(
-            payload,
-            cmd.lun,
-            edtl,
-            immediate,
-            cmd.final_bit,
-            &self.cfg.write,
-            verdict,
-            budgets,
-            take_buffer,
-        )?;
-        if let Some(limit) = solicit_limit {
-            // Ask only for what the CDB will use; unsolicited data beyond
-            // it is still taken (and ignored).
-            w.task.limit_solicitation(limit);
-        }
-        self.writes.insert(itt, w);
-        Ok(())
-    }
-
-    /// The write reached SCSI in CmdSN order: solicit its data (or hand it
-    /// over if it is all there).
-    pub fn deliver_write(&mut self, itt: u32, budgets: &Budgets) {
-        let Some(w) = self.writes.get_mut(&itt) else {
-            return;
-        };
-        w.delivered = true;
-        // Budget goes to waiting writes first, oldest first.
-        if !self.waiting.is_empty() || !self.progress(itt, budgets) {
-            self.waiting.push_back(itt);
-        }
-    }
-
-    /// Grants, R2Ts and completion for one write; false when it waits for
-    /// budget.
-    fn progress(&mut self, itt: u32, budgets: &Budgets) -> bool {
-        let Some(w) = self.writes.get_mut(&itt) else {
-            return true;
-        };
-        if !w.delivered {
-            return true;
-        }
-        if w.is_complete() {
-            self.hand_over(itt);
-            return true;
-        }
-        if !w.try_grant(budgets) {
-            return false;
-        }
-        self.emit_r2ts(itt);
-        true
-    }
-
-    /// Budget came back: writes waiting for it try again, oldest first.
-    pub fn retry_grants(&mut self, budgets: &Budgets) {
-        while let Some(&itt) = self.waiting.front() {
-            if !self.progress(itt, budgets) {
-                break;
-            }
-            self.waiting.pop_front();
-        }
-    }
-
-    /// Writes waiting for budget.
-    pub fn waiting_for_budget(&self) -> usize {
-        self.waiting.len()
-    }
-
-    fn on_data_out(&mut self, pdu: &Pdu) {
-        let hdr = DataOut::load(&pdu.bhs);
-        let Some(w) = self.writes.get_mut(&hdr.itt) else {
-            // The task may have been aborted: its data is dropped silently.
-            return;
-        };
-        if let Err(e) = w.on_data_out(&hdr, &pdu.data) {
-            self.fail_write(hdr.itt, data_out_reason(e));
-            return;
-        }
-        // All data in: it goes on once delivered in CmdSN order.
-        if w.is_complete() && w.delivered {
-            self.hand_over(hdr.itt);
-        } else if hdr.final_bit && w.delivered {
-            self.emit_r2ts(hdr.itt);
-        }
-    }
-
-    fn hand_over(&mut self, itt: u32) {
-        if let Some(w) = self.writes.remove(&itt) {
-            let (payload, data, exp_data_sn) = w.into_data();
-            self.events.push_back(Event::WriteReady {
-                payload,
-                data,
-                exp_data_sn,
-            });
-        }
-    }
-
-    /// The R2Ts a granted, delivered write is ready for.
-    fn emit_r2ts(&mut self, itt: u32) {
-        let Some(w) = self.writes.get_mut(&itt) else {
-            return;
-        };
-        let lun = w.lun;
-        let next_ttt = &mut self.next_ttt;
-        let events = &mut self.events;
-        w.r2ts(
-            || Self::alloc_ttt(next_ttt),
-            |r| {
-                let pdu = R2t {
-                    lun,
-                    itt,
-                    ttt: r.ttt,
-                    r2t_sn: r.r2t_sn,
-                    buffer_offset: r.buffer_offset,
-                    desired_data_transfer_length: r.desired_data_transfer_length,
-                    ..R2t::default()
-                };
-                events.push_back(Event::Send(OutPdu {
-                    bhs: pdu.encode(),
-                    data: Bytes::new(),
-                    stat_sn: StatSnMode::Current,
-                }));
-            },
-        );
-    }
-
-    /// Ends a write whose data went wrong (the connection stays up; the
-    /// rest of its data is dropped).
-    fn fail_write(&mut self, itt: u32, reason: SenseReason) {
-        if let Some(w) = self.writes.remove(&itt) {
-            self.waiting.retain(|i| *i != itt);
-            let exp_data_sn = w.task.r2t_sn();
-            self.events.push_back(Event::WriteFailed {
-                payload: w.payload,
-                reason,
-                exp_data_sn,
-            });
-        }
-    }
-
-    /// A task ended elsewhere (aborted): its pending write goes at once,
-    /// with its buffer and grant; the caller drops the payload.
-    pub fn abort_write(&mut self, itt: u32) -> Option<T> {
-        self.waiting.retain(|i| *i != itt);
-        self.writes.remove(&itt).map(|w| w.payload)
-    }
-
-    /// Every pending write, for the end of the connection.
-    pub fn drain_writes(&mut self) -> Vec<T> {
-        self.waiting.clear();
-        self.writes.drain().map(|(_, w)| w.payload).collect()
-    }
-
-    /// The caller's state of a pending write.
-    pub fn payload_mut(&mut self, itt: u32) -> Option<&mut T> {
-        self.writes.get_mut(&itt).map(|w| &mut w.payload)
-    }
-
-    pub fn pending_writes(&self) -> usize {
-        self.writes.len()
     }
 }

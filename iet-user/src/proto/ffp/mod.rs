@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod conn;
+mod intake;
 pub mod ordering;
 pub mod response;
 pub mod tmf;
