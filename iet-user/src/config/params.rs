@@ -136,6 +136,13 @@ macro_rules! declare_params_config {
                 }
             }
 
+            /// Every setting of `p`, defaults included, for showing.
+            pub fn all(p: &TargetParams) -> ParamsConfig {
+                ParamsConfig {
+                    $( $toml: Some(p.$field.to_toml()), )*
+                }
+            }
+
             /// The target's limits: defaults overridden by what is set here.
             pub fn to_params(&self) -> Result<TargetParams, String> {
                 let mut p = TargetParams::default();
