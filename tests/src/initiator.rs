@@ -313,15 +313,17 @@ impl Conn {
         if let Some((user, secret)) = &opts.chap {
             let (_, keys) = self.login_exchange(
                 &self.login_bhs(itt, false, 0, 1),
-                &encode_keys(&[("CHAP_A", "5")]),
+                &encode_keys(&[("CHAP_A", offered_chap_a(opts))]),
             )?;
+            let chap_a = keys.get("CHAP_A").cloned().unwrap_or_default();
             let id: u8 = keys
                 .get("CHAP_I")
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| LoginError::Protocol("no CHAP_I".into()))?;
             let challenge = parse_binary(keys.get("CHAP_C").map_or("", String::as_str))
                 .ok_or_else(|| LoginError::Protocol("no CHAP_C".into()))?;
-            let response = chap_md5(id, secret.as_bytes(), &challenge);
+            let response = chap_digest(&chap_a, id, secret.as_bytes(), &challenge)
+                .ok_or_else(|| LoginError::Protocol(format!("CHAP_A={chap_a}")))?;
             let mut kv = vec![
                 ("CHAP_N".to_owned(), user.clone()),
                 ("CHAP_R".to_owned(), format!("0x{}", hex(&response))),
@@ -336,7 +338,8 @@ impl Conn {
                 self.login_exchange(&self.login_bhs(itt, true, 0, 1), &encode_keys(&kv2))?;
             resp = r;
             if let Some((muser, msecret)) = &opts.mutual {
-                let expect = chap_md5(77, msecret.as_bytes(), &my_challenge);
+                let expect =
+                    chap_digest(&chap_a, 77, msecret.as_bytes(), &my_challenge).unwrap_or_default();
                 let got = parse_binary(keys.get("CHAP_R").map_or("", String::as_str));
                 if keys.get("CHAP_N") != Some(muser) || got.as_deref() != Some(&expect[..]) {
                     return Err(LoginError::Protocol(format!(
@@ -369,7 +372,8 @@ impl Conn {
                 ]);
             }
             // Extra keys replace the defaults of the same name.
-            for (k, v) in &opts.extra {
+            // CHAP_A was offered in the security stage.
+            for (k, v) in opts.extra.iter().filter(|(k, _)| k != "CHAP_A") {
                 match ops.iter_mut().find(|(have, _)| have == k) {
                     Some(e) => e.1.clone_from(v),
                     None => ops.push((k.clone(), v.clone())),
@@ -740,4 +744,32 @@ pub fn garbage() -> [u8; BHS_LEN] {
     }
     g[0] = 0x3e; // not an opcode
     g
+}
+
+/// The CHAP_A list a login offers: an `extra` entry `("CHAP_A", "8,7")`
+/// picks it (security stage only); MD5 alone by default.
+fn offered_chap_a(opts: &LoginOptions) -> &str {
+    opts.extra
+        .iter()
+        .find(|(k, _)| k == "CHAP_A")
+        .map_or("5", |(_, v)| v.as_str())
+}
+
+/// RFC 1994 with the digest CHAP_A names: MD5 (5), SHA-1 (6), SHA-256 (7),
+/// SHA3-256 (8); `None` for any other value.
+pub fn chap_digest(chap_a: &str, id: u8, secret: &[u8], challenge: &[u8]) -> Option<Vec<u8>> {
+    fn h<D: sha2::Digest>(id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
+        let mut d = D::new();
+        d.update([id]);
+        d.update(secret);
+        d.update(challenge);
+        d.finalize().to_vec()
+    }
+    Some(match chap_a {
+        "5" => h::<md5::Md5>(id, secret, challenge),
+        "6" => h::<sha1::Sha1>(id, secret, challenge),
+        "7" => h::<sha2::Sha256>(id, secret, challenge),
+        "8" => h::<sha3::Sha3_256>(id, secret, challenge),
+        _ => return None,
+    })
 }

@@ -27,10 +27,10 @@ pub fn mem_config(luns: &[&str]) -> Config {
         .map(|(n, s)| LunSpec::new(n as u64, s))
         .collect();
     Config {
-        portals: vec![PortalConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            advertise: None,
-        }],
+        portals: vec![PortalConfig::new(SocketAddr::from((
+            [127, 0, 0, 1],
+            free_port(),
+        )))],
         targets: vec![target],
         control: std::env::temp_dir().join(format!(
             "iet-test-{}-{}.sock",

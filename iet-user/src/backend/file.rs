@@ -29,8 +29,22 @@ pub struct FileBackend {
 impl FileBackend {
     /// Open `path` read-write. With `create_size`, a missing file is created sparse with that size.
     pub fn open(path: &Path, create_size: Option<u64>) -> Result<Self, BackendError> {
+        Self::open_with(path, create_size, false)
+    }
+
+    /// Open `path` read-only (a write-protected LUN): the file or device
+    /// needs no write permission, and nothing can write through it.
+    pub fn open_read_only(path: &Path) -> Result<Self, BackendError> {
+        Self::open_with(path, None, true)
+    }
+
+    fn open_with(
+        path: &Path,
+        create_size: Option<u64>,
+        read_only: bool,
+    ) -> Result<Self, BackendError> {
         let mut opts = OpenOptions::new();
-        opts.read(true).write(true);
+        opts.read(true).write(!read_only);
         if create_size.is_some() {
             opts.create(true);
         }

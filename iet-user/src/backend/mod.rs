@@ -163,6 +163,18 @@ pub fn open_backend(spec: &str) -> Result<Arc<dyn BlockBackend>, BackendError> {
     Ok(Arc::new(FileBackend::open(spec.as_ref(), None)?))
 }
 
+/// Like [`open_backend`]; with `read_only` a file or device is opened
+/// without write access (RAM stores are always writable underneath).
+pub fn open_backend_for(
+    spec: &str,
+    read_only: bool,
+) -> Result<Arc<dyn BlockBackend>, BackendError> {
+    if !read_only || spec.starts_with("mem:") || spec.is_empty() {
+        return open_backend(spec);
+    }
+    Ok(Arc::new(FileBackend::open_read_only(spec.as_ref())?))
+}
+
 /// Like [`open_backend`], but a missing regular file is created (sparse) with `size` bytes.
 pub fn open_or_create_backend(
     spec: &str,

@@ -77,6 +77,19 @@ enum TargetCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Set negotiation parameters by their ietd.conf names, e.g.
+    /// `MaxBurstLength=65536 CHAP_A=SHA3-256,SHA-256` (for new logins).
+    Set {
+        name: String,
+        #[arg(required = true, value_parser = parse_pair)]
+        params: Vec<(String, String)>,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +273,10 @@ fn request(cmd: &Command) -> Request {
             name: name.clone(),
             force: *force,
         },
+        Command::Target(TargetCmd::Set { name, params }) => Request::TargetSet {
+            name: name.clone(),
+            params: params.clone(),
+        },
         Command::Lun(LunCmd::New {
             target,
             lun,
@@ -421,6 +438,15 @@ fn print_text(cmd: &Command, data: &serde_json::Value, client: &mut Client) -> a
                     "tid:{} name:{} luns:{:?} sessions:{}",
                     t.tid, t.name, t.luns, t.sessions
                 );
+            }
+        }
+        Command::Reload => {
+            let report: iet::daemon::state::ReloadReport = serde_json::from_value(data.clone())?;
+            for a in &report.applied {
+                println!("applied: {a}");
+            }
+            for r in &report.restart_needed {
+                println!("needs a restart: {r}");
             }
         }
         _ => println!("{}", serde_json::to_string_pretty(data)?),

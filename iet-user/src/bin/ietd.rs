@@ -73,10 +73,7 @@ impl Args {
             config.portals = self
                 .portals
                 .iter()
-                .map(|&listen| PortalConfig {
-                    listen,
-                    advertise: None,
-                })
+                .map(|&listen| PortalConfig::new(listen))
                 .collect();
         }
         if let Some(mode) = self.ebpf {

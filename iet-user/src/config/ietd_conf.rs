@@ -112,50 +112,25 @@ pub fn parse_ietd_conf(path: &Path, text: &str) -> Result<Config, ConfigError> {
             }
             continue;
         };
-        let p = &mut t.params;
+        if let Some(set) = t.params.set_ietd(key, rest.join(" ").as_str()) {
+            value()?;
+            set.map_err(|e| err(path, n, e))?;
+            t.params.to_params().map_err(|e| err(path, n, e))?;
+            continue;
+        }
         match key {
             "Lun" => t.luns.push(parse_lun(path, n, rest)?),
             "Alias" => t.alias = Some(rest.join(" ")),
             "IncomingUser" => t.incoming.push(account(path, n, key, rest)?),
             "OutgoingUser" => t.outgoing = Some(account(path, n, key, rest)?),
-            "HeaderDigest" => {
-                p.header_digest = Some(value()?.split(',').map(str::to_owned).collect());
-            }
-            "DataDigest" => p.data_digest = Some(value()?.split(',').map(str::to_owned).collect()),
-            "MaxConnections" => p.max_connections = Some(number(path, n, key, value()?)?),
-            "InitialR2T" => p.initial_r2t = Some(yes_no(path, n, key, value()?)?),
-            "ImmediateData" => p.immediate_data = Some(yes_no(path, n, key, value()?)?),
-            "MaxRecvDataSegmentLength" => {
-                p.max_recv_data_segment_length = Some(number(path, n, key, value()?)?);
-            }
-            "MaxXmitDataSegmentLength" => {
-                p.max_xmit_data_segment_length = Some(number(path, n, key, value()?)?);
-            }
-            "MaxBurstLength" => p.max_burst_length = Some(number(path, n, key, value()?)?),
-            "FirstBurstLength" => p.first_burst_length = Some(number(path, n, key, value()?)?),
-            "DefaultTime2Wait" => p.default_time2wait = Some(number(path, n, key, value()?)?),
-            "DefaultTime2Retain" => p.default_time2retain = Some(number(path, n, key, value()?)?),
-            "MaxOutstandingR2T" => p.max_outstanding_r2t = Some(number(path, n, key, value()?)?),
-            "NOPInterval" => p.nop_interval = Some(number(path, n, key, value()?)?),
-            "NOPTimeout" => p.nop_timeout = Some(number(path, n, key, value()?)?),
-            "QueuedCommands" => p.queued_commands = Some(number(path, n, key, value()?)?),
             "DataPDUInOrder" | "DataSequenceInOrder" => {
                 // iet always negotiates Yes (RFC 7143 OR result functions).
                 yes_no(path, n, key, value()?)?;
-            }
-            "ErrorRecoveryLevel" => {
-                let v: u8 = number(path, n, key, value()?)?;
-                if v != 0 {
-                    return Err(err(path, n, "ErrorRecoveryLevel: only 0 is supported"));
-                }
             }
             "Wthreads" | "IFMarker" | "OFMarker" | "IFMarkInt" | "OFMarkInt" => {
                 tracing::warn!("{}:{n}: {key} is ignored by iet", path.display());
             }
             _ => return Err(err(path, n, format!("unknown setting {key}"))),
-        }
-        if let Err(e) = t.params.to_params() {
-            return Err(err(path, n, e));
         }
     }
     if let Some(t) = current.take() {

@@ -60,6 +60,7 @@ fn default_portals() -> Vec<PortalConfig> {
     vec![PortalConfig {
         listen: SocketAddr::from(([0, 0, 0, 0], 3260)),
         advertise: None,
+        tuning: PortalTuning::default(),
     }]
 }
 
@@ -82,6 +83,58 @@ pub struct PortalConfig {
     /// Address announced in SendTargets instead of `listen` (NAT, 0.0.0.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<SocketAddr>,
+    /// eBPF and TCP settings of the portal's connections (`ietadm portal set`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tuning: PortalTuning,
+}
+
+impl PortalConfig {
+    pub fn new(listen: SocketAddr) -> PortalConfig {
+        PortalConfig {
+            listen,
+            advertise: None,
+            tuning: PortalTuning::default(),
+        }
+    }
+}
+
+/// What the eBPF data plane does with a portal's connections; the
+/// defaults are the data plane's (same-host redirect on, accounting off,
+/// the kernel's TCP autotuning and congestion control).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalTuning {
+    /// Per-opcode PDU accounting by sk_msg.
+    #[serde(default)]
+    pub accounting: bool,
+    /// Same-host redirect between the initiator's and our sockets.
+    #[serde(default = "yes")]
+    pub redirect: bool,
+    /// SO_SNDBUF for new connections in bytes; 0: autotuning.
+    #[serde(default)]
+    pub sndbuf: u32,
+    /// SO_RCVBUF for new connections in bytes; 0: autotuning.
+    #[serde(default)]
+    pub rcvbuf: u32,
+    /// TCP_NOTSENT_LOWAT in bytes; 0: unset.
+    #[serde(default)]
+    pub notsent_lowat: u32,
+    /// TCP congestion control (e.g. `bbr`); empty: the system default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub congestion: String,
+}
+
+impl Default for PortalTuning {
+    fn default() -> Self {
+        PortalTuning {
+            accounting: false,
+            redirect: true,
+            sndbuf: 0,
+            rcvbuf: 0,
+            notsent_lowat: 0,
+            congestion: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

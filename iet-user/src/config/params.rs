@@ -1,177 +1,190 @@
 //! Per-target negotiation limits and timers as written in configuration
-//! files; every field is optional and falls back to iet's defaults.
+//! files, built from the rows of `proto::params::target_params!`: every
+//! field is optional and falls back to iet's defaults.
 
 use serde::{Deserialize, Serialize};
 
-use crate::proto::params::{Digest, TargetParams};
+use crate::proto::auth::ChapAlgorithm;
+use crate::proto::params::{Digest, TargetParams, param_name, target_params};
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ParamsConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_recv_data_segment_length: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_xmit_data_segment_length: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_burst_length: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_burst_length: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub immediate_data: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initial_r2t: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_outstanding_r2t: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_connections: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_time2wait: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_time2retain: Option<u16>,
-    /// Accepted header digests, e.g. `["None", "CRC32C"]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header_digest: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_digest: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nop_interval: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nop_timeout: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_commands: Option<u32>,
+/// How a row's type is written in TOML and in ietd.conf.
+pub trait Setting: Sized + PartialEq {
+    /// The TOML form.
+    type Toml;
+    fn to_toml(&self) -> Self::Toml;
+    fn from_toml(v: &Self::Toml) -> Result<Self, String>;
+    /// The ietd.conf form; the error leaves out the key (the caller adds it).
+    fn from_ietd(v: &str) -> Result<Self::Toml, String>;
 }
 
-fn digests(names: &[String]) -> Result<Vec<Digest>, String> {
-    names
-        .iter()
-        .map(|n| {
-            Digest::from_wire(n.trim())
-                .ok_or_else(|| format!("unknown digest {n:?} (None or CRC32C)"))
-        })
-        .collect()
+macro_rules! number_setting {
+    ($($t:ty),*) => {$(
+        impl Setting for $t {
+            type Toml = $t;
+            fn to_toml(&self) -> $t {
+                *self
+            }
+            fn from_toml(v: &$t) -> Result<$t, String> {
+                Ok(*v)
+            }
+            fn from_ietd(v: &str) -> Result<$t, String> {
+                v.parse().map_err(|_| format!("{v:?} is not a number"))
+            }
+        }
+    )*};
 }
+number_setting!(u8, u16, u32);
 
-fn range<T: PartialOrd + std::fmt::Display + Copy>(
-    name: &str,
-    v: Option<T>,
-    lo: T,
-    hi: T,
-) -> Result<Option<T>, String> {
-    match v {
-        Some(x) if x < lo || x > hi => Err(format!("{name} {x} is outside {lo}..={hi}")),
-        other => Ok(other),
+impl Setting for bool {
+    type Toml = bool;
+    fn to_toml(&self) -> bool {
+        *self
+    }
+    fn from_toml(v: &bool) -> Result<bool, String> {
+        Ok(*v)
+    }
+    fn from_ietd(v: &str) -> Result<bool, String> {
+        match v {
+            "Yes" | "yes" => Ok(true),
+            "No" | "no" => Ok(false),
+            _ => Err(format!("expected Yes or No, got {v:?}")),
+        }
     }
 }
 
-impl ParamsConfig {
-    /// The settings of `p` that differ from the defaults, for saving.
-    pub fn from_params(p: &TargetParams) -> ParamsConfig {
-        let d = TargetParams::default();
-        let diff = |a, b| (a != b).then_some(a);
-        let names = |v: &[Digest]| {
-            v.iter()
-                .map(|x| x.wire_name().to_owned())
-                .collect::<Vec<_>>()
-        };
-        ParamsConfig {
-            max_recv_data_segment_length: diff(
-                p.max_recv_data_segment_length,
-                d.max_recv_data_segment_length,
-            ),
-            max_xmit_data_segment_length: diff(
-                p.max_xmit_data_segment_length,
-                d.max_xmit_data_segment_length,
-            ),
-            max_burst_length: diff(p.max_burst_length, d.max_burst_length),
-            first_burst_length: diff(p.first_burst_length, d.first_burst_length),
-            immediate_data: (p.immediate_data != d.immediate_data).then_some(p.immediate_data),
-            initial_r2t: (p.initial_r2t != d.initial_r2t).then_some(p.initial_r2t),
-            max_outstanding_r2t: (p.max_outstanding_r2t != d.max_outstanding_r2t)
-                .then_some(p.max_outstanding_r2t),
-            max_connections: (p.max_connections != d.max_connections).then_some(p.max_connections),
-            default_time2wait: (p.default_time2wait != d.default_time2wait)
-                .then_some(p.default_time2wait),
-            default_time2retain: (p.default_time2retain != d.default_time2retain)
-                .then_some(p.default_time2retain),
-            header_digest: (p.header_digest != d.header_digest).then(|| names(&p.header_digest)),
-            data_digest: (p.data_digest != d.data_digest).then(|| names(&p.data_digest)),
-            nop_interval: diff(p.nop_interval_secs, d.nop_interval_secs),
-            nop_timeout: diff(p.nop_timeout_secs, d.nop_timeout_secs),
-            queued_commands: diff(p.queued_commands, d.queued_commands),
-        }
-    }
+/// Lists are TOML arrays of names and comma-separated in ietd.conf.
+fn list_from_ietd(v: &str) -> Vec<String> {
+    v.split(',').map(|s| s.trim().to_owned()).collect()
+}
 
-    /// The target's limits: defaults overridden by what is set here.
-    pub fn to_params(&self) -> Result<TargetParams, String> {
-        let mut p = TargetParams::default();
-        if let Some(v) = range(
-            "MaxRecvDataSegmentLength",
-            self.max_recv_data_segment_length,
-            512,
-            16_777_215,
-        )? {
-            p.max_recv_data_segment_length = v;
-        }
-        if let Some(v) = range(
-            "MaxXmitDataSegmentLength",
-            self.max_xmit_data_segment_length,
-            512,
-            16_777_215,
-        )? {
-            p.max_xmit_data_segment_length = v;
-        }
-        if let Some(v) = range("MaxBurstLength", self.max_burst_length, 512, 16_777_215)? {
-            p.max_burst_length = v;
-        }
-        if let Some(v) = range("FirstBurstLength", self.first_burst_length, 512, 16_777_215)? {
-            p.first_burst_length = v;
-        }
-        if self.first_burst_length.is_none() {
-            // The default follows a smaller MaxBurstLength down.
-            p.first_burst_length = p.first_burst_length.min(p.max_burst_length);
-        }
-        if p.first_burst_length > p.max_burst_length {
-            return Err(format!(
-                "FirstBurstLength {} exceeds MaxBurstLength {}",
-                p.first_burst_length, p.max_burst_length
-            ));
-        }
-        if let Some(v) = self.immediate_data {
-            p.immediate_data = v;
-        }
-        if let Some(v) = self.initial_r2t {
-            p.initial_r2t = v;
-        }
-        if let Some(v) = range("MaxOutstandingR2T", self.max_outstanding_r2t, 1, 65535)? {
-            p.max_outstanding_r2t = v;
-        }
-        if let Some(v) = range("MaxConnections", self.max_connections, 1, 65535)? {
-            p.max_connections = v;
-        }
-        if let Some(v) = range("DefaultTime2Wait", self.default_time2wait, 0, 3600)? {
-            p.default_time2wait = v;
-        }
-        if let Some(v) = range("DefaultTime2Retain", self.default_time2retain, 0, 3600)? {
-            p.default_time2retain = v;
-        }
-        if let Some(d) = &self.header_digest {
-            p.header_digest = digests(d)?;
-        }
-        if let Some(d) = &self.data_digest {
-            p.data_digest = digests(d)?;
-        }
-        if let Some(v) = self.nop_interval {
-            p.nop_interval_secs = v;
-        }
-        if let Some(v) = self.nop_timeout {
-            p.nop_timeout_secs = v;
-        }
-        if let Some(v) = range("QueuedCommands", self.queued_commands, 1, 4096)? {
-            p.queued_commands = v;
-        }
-        Ok(p)
+impl Setting for Vec<Digest> {
+    type Toml = Vec<String>;
+    fn to_toml(&self) -> Vec<String> {
+        self.iter().map(|d| d.wire_name().to_owned()).collect()
+    }
+    fn from_toml(v: &Vec<String>) -> Result<Self, String> {
+        v.iter()
+            .map(|n| {
+                Digest::from_wire(n.trim())
+                    .ok_or_else(|| format!("unknown digest {n:?} (None or CRC32C)"))
+            })
+            .collect()
+    }
+    fn from_ietd(v: &str) -> Result<Vec<String>, String> {
+        Ok(list_from_ietd(v))
     }
 }
+
+impl Setting for Vec<ChapAlgorithm> {
+    type Toml = Vec<String>;
+    fn to_toml(&self) -> Vec<String> {
+        self.iter().map(|a| a.name().to_owned()).collect()
+    }
+    fn from_toml(v: &Vec<String>) -> Result<Self, String> {
+        v.iter()
+            .map(|n| {
+                ChapAlgorithm::from_name(n.trim()).ok_or_else(|| {
+                    format!("unknown CHAP algorithm {n:?} (MD5, SHA-1, SHA-256, SHA3-256)")
+                })
+            })
+            .collect()
+    }
+    fn from_ietd(v: &str) -> Result<Vec<String>, String> {
+        Ok(list_from_ietd(v))
+    }
+}
+
+/// Builds `ParamsConfig` from the rows; the `@rows` steps give each row
+/// its TOML name (the field's, unless the row says `as name`).
+macro_rules! declare_params_config {
+    (@rows [$($done:tt)*]) => {
+        declare_params_config!(@emit $($done)*);
+    };
+    (@rows [$($done:tt)*]
+        $(#[doc = $doc:literal])*
+        $field:ident as $toml:ident : $ty:ty = $default:expr,
+            $(key $key:ident)? $(name $name:literal)? $(range $lo:expr, $hi:expr)?;
+        $($rest:tt)*
+    ) => {
+        declare_params_config!(@rows [$($done)* {[$($doc)*] $field $toml $ty [$(key $key)? $(name $name)?]}] $($rest)*);
+    };
+    (@rows [$($done:tt)*]
+        $(#[doc = $doc:literal])*
+        $field:ident : $ty:ty = $default:expr,
+            $(key $key:ident)? $(name $name:literal)? $(range $lo:expr, $hi:expr)?;
+        $($rest:tt)*
+    ) => {
+        declare_params_config!(@rows [$($done)* {[$($doc)*] $field $field $ty [$(key $key)? $(name $name)?]}] $($rest)*);
+    };
+    (@emit $({[$($doc:literal)*] $field:ident $toml:ident $ty:ty [$($spec:tt)*]})*) => {
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ParamsConfig {
+            $(
+                $(#[doc = $doc])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $toml: Option<<$ty as Setting>::Toml>,
+            )*
+        }
+
+        impl ParamsConfig {
+            /// The settings of `p` that differ from the defaults, for saving.
+            pub fn from_params(p: &TargetParams) -> ParamsConfig {
+                let d = TargetParams::default();
+                ParamsConfig {
+                    $( $toml: (p.$field != d.$field).then(|| p.$field.to_toml()), )*
+                }
+            }
+
+            /// Every setting of `p`, defaults included, for showing.
+            pub fn all(p: &TargetParams) -> ParamsConfig {
+                ParamsConfig {
+                    $( $toml: Some(p.$field.to_toml()), )*
+                }
+            }
+
+            /// The target's limits: defaults overridden by what is set here.
+            pub fn to_params(&self) -> Result<TargetParams, String> {
+                let mut p = TargetParams::default();
+                $(
+                    if let Some(v) = &self.$toml {
+                        p.$field = Setting::from_toml(v)
+                            .map_err(|e| format!("{}: {e}", declare_params_config!(@name $($spec)*)))?;
+                    }
+                )*
+                if self.first_burst_length.is_none() {
+                    // The default follows a smaller MaxBurstLength down.
+                    p.first_burst_length = p.first_burst_length.min(p.max_burst_length);
+                }
+                p.check()?;
+                Ok(p)
+            }
+
+            /// Sets one ietd.conf key (`MaxBurstLength 65536`); `None` when
+            /// `key` is not a target parameter.
+            pub fn set_ietd(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
+                $(
+                    if key == declare_params_config!(@name $($spec)*) {
+                        return Some(match <$ty as Setting>::from_ietd(value) {
+                            Ok(v) => {
+                                self.$toml = Some(v);
+                                Ok(())
+                            }
+                            Err(e) => Err(format!("{key}: {e}")),
+                        });
+                    }
+                )*
+                None
+            }
+        }
+    };
+    (@name $($spec:tt)*) => { param_name!($($spec)*) };
+    ($($rows:tt)*) => {
+        declare_params_config!(@rows [] $($rows)*);
+    };
+}
+
+target_params!(declare_params_config);
 
 #[cfg(test)]
 mod tests {
@@ -208,5 +221,50 @@ mod tests {
             ..ParamsConfig::default()
         };
         assert!(bad.to_params().is_err());
+    }
+
+    #[test]
+    fn every_row_is_a_toml_and_an_ietd_setting() {
+        let mut cfg = ParamsConfig::default();
+        for (key, value) in [
+            ("MaxRecvDataSegmentLength", "65536"),
+            ("MaxXmitDataSegmentLength", "32768"),
+            ("MaxBurstLength", "131072"),
+            ("FirstBurstLength", "65536"),
+            ("ImmediateData", "No"),
+            ("InitialR2T", "No"),
+            ("MaxOutstandingR2T", "4"),
+            ("MaxConnections", "2"),
+            ("ErrorRecoveryLevel", "0"),
+            ("DefaultTime2Wait", "3"),
+            ("DefaultTime2Retain", "30"),
+            ("HeaderDigest", "CRC32C"),
+            ("DataDigest", "CRC32C,None"),
+            ("CHAP_A", "SHA3-256,MD5"),
+            ("NOPInterval", "7"),
+            ("NOPTimeout", "9"),
+            ("QueuedCommands", "64"),
+        ] {
+            assert_eq!(cfg.set_ietd(key, value), Some(Ok(())), "{key}");
+        }
+        assert_eq!(cfg.set_ietd("Wthreads", "8"), None);
+        let p = cfg.to_params().unwrap();
+        assert_eq!(
+            p.chap_algorithms,
+            [ChapAlgorithm::Sha3_256, ChapAlgorithm::Md5]
+        );
+        assert_eq!((p.nop_interval_secs, p.queued_commands), (7, 64));
+        assert!(!p.immediate_data && !p.initial_r2t);
+        // Every non-default value survives TOML.
+        let text = toml::to_string(&cfg).unwrap();
+        let back: ParamsConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.to_params().unwrap(), p);
+        assert_eq!(ParamsConfig::from_params(&p).to_params().unwrap(), p);
+        assert_eq!(
+            cfg.set_ietd("MaxConnections", "many"),
+            Some(Err("MaxConnections: \"many\" is not a number".into()))
+        );
+        cfg.chap_algorithms = Some(vec!["SHA-512".into()]);
+        assert!(cfg.to_params().unwrap_err().starts_with("CHAP_A: unknown"));
     }
 }

@@ -74,6 +74,7 @@ mod tests {
             sessions: 1,
             allow: vec![],
             deny: vec![],
+            params: crate::config::ParamsConfig::default(),
         }];
         let volumes = vec![VolumeView {
             tid: 1,

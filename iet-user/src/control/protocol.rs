@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ParamsConfig, PortalTuning};
+
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest request line accepted.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -53,6 +55,12 @@ pub enum Request {
         name: String,
         #[serde(default)]
         force: bool,
+    },
+    /// Changes negotiation parameters by their ietd.conf names
+    /// (`MaxBurstLength`, `CHAP_A`, `NOPInterval`, ...), for new logins.
+    TargetSet {
+        name: String,
+        params: Vec<(String, String)>,
     },
     LunNew {
         target: String,
@@ -181,6 +189,8 @@ pub struct TargetView {
     pub sessions: usize,
     pub allow: Vec<String>,
     pub deny: Vec<String>,
+    /// Every negotiation parameter, defaults included.
+    pub params: ParamsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,6 +248,7 @@ pub struct SessionView {
 pub struct PortalView {
     pub listen: SocketAddr,
     pub advertise: Option<SocketAddr>,
+    pub tuning: PortalTuning,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use super::protocol::{
     AccountScope, AccountView, ConnectionView, Direction, Envelope, MAX_LINE, PROTOCOL_VERSION,
     PortalView, Request, Response, SessionView, TargetView, VolumeView,
 };
-use crate::config::LunSpec;
+use crate::config::{LunSpec, ParamsConfig, PortalTuning};
 use crate::daemon::state::Daemon;
 use crate::proto::pdu::Opcode;
 use crate::target::session::isid_hex;
@@ -138,7 +138,8 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
                 .into_iter()
                 .map(|p| PortalView {
                     listen: p.listen,
-                    advertise: p.advertise
+                    advertise: p.advertise,
+                    tuning: d.portal_tuning_of(p.listen),
                 })
                 .collect::<Vec<_>>()
         )),
@@ -150,6 +151,10 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
         }
         Request::TargetDelete { name, force } => {
             d.target_delete(&name, force)?;
+            Response::done()
+        }
+        Request::TargetSet { name, params } => {
+            d.target_set_params(&name, &params)?;
             Response::done()
         }
         Request::LunNew {
@@ -202,12 +207,15 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             notsent_lowat,
             congestion,
         } => {
-            if !d.dataplane.is_active() {
-                anyhow::bail!("the eBPF data plane is not active");
-            }
-            d.dataplane.set_portal_flags(listen, accounting, redirect)?;
-            d.dataplane
-                .set_portal_tcp(listen, sndbuf, rcvbuf, notsent_lowat, &congestion)?;
+            let tuning = PortalTuning {
+                accounting,
+                redirect,
+                sndbuf,
+                rcvbuf,
+                notsent_lowat,
+                congestion,
+            };
+            d.portal_set(listen, &tuning)?;
             Response::done()
         }
         Request::PortalRemove { listen } => {
@@ -251,10 +259,7 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             d.save(Path::new(&path))?;
             Response::done()
         }
-        Request::Reload => {
-            d.reload()?;
-            Response::done()
-        }
+        Request::Reload => Response::ok(json!(d.reload()?)),
     })
 }
 
@@ -278,6 +283,7 @@ pub fn targets(d: &Daemon) -> Vec<TargetView> {
                 sessions: d.sessions_of(t).len(),
                 allow: st.acl.allow.iter().map(ToString::to_string).collect(),
                 deny: st.acl.deny.iter().map(ToString::to_string).collect(),
+                params: ParamsConfig::all(&st.params),
             }
         })
         .collect()

@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use std::sync::Arc;
 
-use crate::backend::{FilePrStore, open_backend};
+use crate::backend::{FilePrStore, open_backend_for};
 use crate::config::{Config, LunSpec, TargetConfig};
 use crate::scsi::{LunConfig, PrStore};
 use crate::target::acl::AclEntry;
@@ -87,8 +87,10 @@ pub fn lun_config(target: &str, spec: &LunSpec, state_dir: &Path) -> anyhow::Res
                 .with_context(|| format!("sizing {}", path.display()))?;
         }
     }
-    let backend =
-        open_backend(&spec.path).with_context(|| format!("LUN {}: {}", spec.number, spec.path))?;
+    // A write-protected LUN opens its store read-only, so a file without
+    // write permission (or on a read-only mount) can be served.
+    let backend = open_backend_for(&spec.path, spec.read_only)
+        .with_context(|| format!("LUN {}: {}", spec.number, spec.path))?;
     let id = match &spec.scsi_id {
         Some(scsi_id) => fnv1a64(scsi_id.as_bytes()),
         None => fnv1a64(format!("{target}\0{}", spec.number).as_bytes()),

@@ -50,8 +50,10 @@ pub async fn run(
         registry: registry.clone(),
         server: server.clone(),
         dataplane: dataplane.clone(),
+        started_file: config_path.as_deref().and_then(|p| Config::load(p).ok()),
         config_path,
         base: config.clone(),
+        portal_tuning: std::sync::Mutex::default(),
     });
     crate::control::server::start(&config.control, daemon.clone(), shutdown.clone())
         .with_context(|| format!("control socket {}", config.control.display()))?;
@@ -75,6 +77,17 @@ pub async fn run(
     }
     registry.set_portals(portals.clone());
     dataplane.set_portals(&portals.iter().map(|p| p.listen).collect::<Vec<_>>())?;
+    for (portal, bound) in config.portals.iter().zip(&portals) {
+        if portal.tuning != crate::config::PortalTuning::default() && !dataplane.is_active() {
+            warn!(portal = %bound.listen, "portal tuning needs the eBPF data plane; not applied");
+        }
+        daemon.apply_portal_tuning(bound.listen, &portal.tuning)?;
+        daemon
+            .portal_tuning
+            .lock()
+            .expect("tuning lock")
+            .insert(bound.listen, portal.tuning.clone());
+    }
     for t in registry.targets() {
         for p in &portals {
             info!(
@@ -158,7 +171,7 @@ fn reload_on_sighup(daemon: Arc<Daemon>, shutdown: CancellationToken) -> anyhow:
                 _ = hup.recv() => {
                     let d = daemon.clone();
                     match tokio::task::spawn_blocking(move || d.reload()).await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(_)) => {}
                         Ok(Err(e)) => warn!("reload failed: {e:#}"),
                         Err(e) => warn!("reload failed: {e}"),
                     }

@@ -1,15 +1,16 @@
 //! The running daemon as the control plane sees it, and the changes an
 //! admin can make to it. Each change is validated first, then applied.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use tracing::info;
 
 use super::build::{add_lun, target_settings};
-use crate::config::{Config, LunSpec, PortalConfig, TargetConfig};
+use crate::config::{Config, LunSpec, ParamsConfig, PortalConfig, PortalTuning, TargetConfig};
 use crate::dataplane::Dataplane;
 use crate::target::acl::AclEntry;
 use crate::target::session::Session;
@@ -24,6 +25,18 @@ pub struct Daemon {
     pub config_path: Option<PathBuf>,
     /// Settings that are not live state (eBPF, control socket).
     pub base: Config,
+    /// The file as it was at start (before command-line flags), to tell
+    /// which restart-only settings a reload finds changed.
+    pub started_file: Option<Config>,
+    /// Each portal's eBPF and TCP settings as last set (`portal set`).
+    pub portal_tuning: Mutex<BTreeMap<SocketAddr, PortalTuning>>,
+}
+
+/// What a reload changed, and what it could not change without a restart.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    pub applied: Vec<String>,
+    pub restart_needed: Vec<String>,
 }
 
 impl Daemon {
@@ -44,13 +57,41 @@ impl Daemon {
     pub fn target_new(&self, name: &str, alias: Option<String>) -> anyhow::Result<()> {
         let mut cfg = TargetConfig::new(name);
         cfg.alias = alias;
+        self.target_add(&cfg)
+    }
+
+    /// Adds a target with its settings and parameters (not its LUNs).
+    pub fn target_add(&self, cfg: &TargetConfig) -> anyhow::Result<()> {
         let mut probe = self.base.clone();
-        probe.targets = vec![cfg.clone()];
+        probe.targets = vec![TargetConfig {
+            luns: Vec::new(),
+            ..cfg.clone()
+        }];
         probe.validate()?;
+        let name = &cfg.name;
         self.registry
-            .add_target(Target::new(name, target_settings(&cfg)?))
+            .add_target(Target::new(name, target_settings(cfg)?))
             .with_context(|| format!("target {name} exists"))?;
-        info!(target = name, "target added");
+        info!(target = %name, "target added");
+        Ok(())
+    }
+
+    /// Changes negotiation parameters (ietd.conf names, e.g.
+    /// `MaxBurstLength=65536`); logins from now on negotiate with them.
+    pub fn target_set_params(&self, name: &str, pairs: &[(String, String)]) -> anyhow::Result<()> {
+        let t = self.target(name)?;
+        let mut cfg = ParamsConfig::from_params(&t.settings().params);
+        for (key, value) in pairs {
+            match cfg.set_ietd(key, value) {
+                Some(r) => r.map_err(|e| anyhow::anyhow!(e))?,
+                None => bail!("{key} is not a target parameter"),
+            }
+        }
+        let params = cfg
+            .to_params()
+            .map_err(|e| anyhow::anyhow!("target {name}: {e}"))?;
+        t.settings.write().expect("settings lock").params = params;
+        info!(target = name, "parameters changed");
         Ok(())
     }
 
@@ -116,12 +157,38 @@ impl Daemon {
         t.luns
             .resize_lun(lun, size)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // A RAM store's size is its spec: save the new one.
+        if let Some(spec) = t.lun_specs.lock().expect("specs lock").get_mut(&lun)
+            && spec.path.starts_with("mem:")
+        {
+            spec.path = format!("mem:{size}");
+        }
         info!(target, lun, size, "LUN resized");
         Ok(())
     }
 
     pub fn lun_set_read_only(&self, target: &str, lun: u64, read_only: bool) -> anyhow::Result<()> {
         let t = self.target(target)?;
+        let spec = t
+            .lun_specs
+            .lock()
+            .expect("specs lock")
+            .get(&lun)
+            .cloned()
+            .with_context(|| format!("target {target} has no LUN {lun}"))?;
+        if spec.read_only && !read_only && !spec.path.starts_with("mem:") {
+            // Its store was opened read-only: open it again read-write
+            // (initiators see REPORTED LUNS DATA HAS CHANGED).
+            let spec = LunSpec { read_only, ..spec };
+            let cfg = super::build::lun_config(&t.name, &spec, &self.base.state_dir)?;
+            t.luns.remove_lun(lun).map_err(|e| anyhow::anyhow!("{e}"))?;
+            t.luns
+                .add_lun(lun, cfg)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            t.lun_specs.lock().expect("specs lock").insert(lun, spec);
+            info!(target, lun, "LUN reopened read-write");
+            return Ok(());
+        }
         t.luns
             .set_read_only(lun, read_only)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -147,6 +214,10 @@ impl Daemon {
         });
         self.registry.set_portals(portals);
         self.sync_dataplane_portals()?;
+        self.portal_tuning
+            .lock()
+            .expect("tuning lock")
+            .insert(bound, PortalTuning::default());
         info!(portal = %bound, "portal added");
         Ok(())
     }
@@ -163,8 +234,50 @@ impl Daemon {
             .collect();
         self.registry.set_portals(portals);
         self.sync_dataplane_portals()?;
+        self.portal_tuning
+            .lock()
+            .expect("tuning lock")
+            .remove(&listen);
         info!(portal = %listen, "portal removed");
         Ok(())
+    }
+
+    /// `ietadm portal set`: the eBPF switches and TCP settings of one
+    /// portal's new connections, applied by the data plane and kept for
+    /// `save`.
+    pub fn portal_set(&self, listen: SocketAddr, tuning: &PortalTuning) -> anyhow::Result<()> {
+        if !self.registry.portals().iter().any(|p| p.listen == listen) {
+            bail!("no portal {listen}");
+        }
+        if !self.dataplane.is_active() {
+            bail!("the eBPF data plane is not active");
+        }
+        self.apply_portal_tuning(listen, tuning)?;
+        self.portal_tuning
+            .lock()
+            .expect("tuning lock")
+            .insert(listen, tuning.clone());
+        Ok(())
+    }
+
+    /// Hands one portal's tuning to the data plane (nothing without eBPF).
+    pub fn apply_portal_tuning(&self, listen: SocketAddr, t: &PortalTuning) -> anyhow::Result<()> {
+        if !self.dataplane.is_active() {
+            return Ok(());
+        }
+        self.dataplane
+            .set_portal_flags(listen, t.accounting, t.redirect)?;
+        self.dataplane
+            .set_portal_tcp(listen, t.sndbuf, t.rcvbuf, t.notsent_lowat, &t.congestion)
+    }
+
+    pub fn portal_tuning_of(&self, listen: SocketAddr) -> PortalTuning {
+        self.portal_tuning
+            .lock()
+            .expect("tuning lock")
+            .get(&listen)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn sync_dataplane_portals(&self) -> anyhow::Result<()> {
@@ -208,6 +321,7 @@ impl Daemon {
             .map(|p| PortalConfig {
                 listen: p.listen,
                 advertise: p.advertise,
+                tuning: self.portal_tuning_of(p.listen),
             })
             .collect();
         cfg.discovery
@@ -236,7 +350,7 @@ impl Daemon {
                     outgoing: st.outgoing.clone(),
                     allow: st.acl.allow.iter().map(AclEntry::to_string).collect(),
                     deny: st.acl.deny.iter().map(AclEntry::to_string).collect(),
-                    params: crate::config::ParamsConfig::from_params(&st.params),
+                    params: ParamsConfig::from_params(&st.params),
                 }
             })
             .collect();
@@ -252,82 +366,204 @@ impl Daemon {
         Ok(())
     }
 
-    /// Applies the configuration file again as a diff against the live state.
-    pub fn reload(&self) -> anyhow::Result<()> {
+    /// Applies the configuration file again as a diff against the live
+    /// state: everything that can change live does (targets, their
+    /// parameters, accounts, ACLs and LUNs; portals and their tuning;
+    /// busy polling; discovery accounts). The report names what was
+    /// applied and the settings that only a restart changes.
+    pub fn reload(&self) -> anyhow::Result<ReloadReport> {
         let path = self
             .config_path
             .as_ref()
             .context("ietd was started without --config")?;
         let new = Config::load(path)?;
         let old = self.running_config();
-        let old_names: BTreeSet<_> = old.targets.iter().map(|t| t.name.clone()).collect();
+        let mut report = ReloadReport::default();
         let new_names: BTreeSet<_> = new.targets.iter().map(|t| t.name.clone()).collect();
-        for gone in old_names.difference(&new_names) {
+        for gone in old
+            .targets
+            .iter()
+            .map(|t| &t.name)
+            .filter(|n| !new_names.contains(*n))
+        {
             self.target_delete(gone, true)?;
+            report.applied.push(format!("target {gone} deleted"));
         }
         for t in &new.targets {
-            if !old_names.contains(&t.name) {
-                self.target_new(&t.name, t.alias.clone())?;
-            }
-            let live = self.target(&t.name)?;
-            *live.settings.write().expect("settings lock") = {
-                let mut st = target_settings(t)?;
-                st.params = live.settings().params;
-                st
+            let without_luns = |c: &TargetConfig| TargetConfig {
+                luns: Vec::new(),
+                ..c.clone()
             };
-            let have: BTreeSet<u64> = live
-                .lun_specs
+            if let Some(before) = old.targets.iter().find(|o| o.name == t.name) {
+                if without_luns(before) != without_luns(t) {
+                    let settings = target_settings(t)?;
+                    *self
+                        .target(&t.name)?
+                        .settings
+                        .write()
+                        .expect("settings lock") = settings;
+                    report.applied.push(format!(
+                        "target {}: settings and parameters (for new logins)",
+                        t.name
+                    ));
+                }
+            } else {
+                self.target_add(t)?;
+                report.applied.push(format!("target {} added", t.name));
+            }
+            self.reload_luns(t, &mut report)?;
+        }
+        self.reload_portals(&old, &new, &mut report)?;
+        if new.busy_poll_us != old.busy_poll_us {
+            crate::transport::spin::set_budget_us(new.busy_poll_us);
+            report
+                .applied
+                .push(format!("busy_poll_us {}", new.busy_poll_us));
+        }
+        if new.discovery != old.discovery {
+            self.registry
+                .discovery_incoming
+                .write()
+                .expect("lock")
+                .clone_from(&new.discovery.incoming);
+            self.registry
+                .discovery_outgoing
+                .write()
+                .expect("lock")
+                .clone_from(&new.discovery.outgoing);
+            report.applied.push("discovery accounts".into());
+        }
+        let b = self.started_file.as_ref().unwrap_or(&self.base);
+        for (name, differs) in [
+            ("ebpf", new.ebpf != b.ebpf),
+            ("control", new.control != b.control),
+            ("state_dir", new.state_dir != b.state_dir),
+            ("metrics", new.metrics != b.metrics),
+        ] {
+            if differs {
+                report.restart_needed.push(name.to_owned());
+            }
+        }
+        info!(
+            path = %path.display(),
+            applied = ?report.applied,
+            restart_needed = ?report.restart_needed,
+            "configuration reloaded"
+        );
+        Ok(report)
+    }
+
+    /// A LUN whose spec changed is replaced, except that write protection
+    /// switches in place and a RAM LUN's size changes by resizing.
+    fn reload_luns(&self, t: &TargetConfig, report: &mut ReloadReport) -> anyhow::Result<()> {
+        let live = self.target(&t.name)?;
+        let have: BTreeMap<u64, LunSpec> = live.lun_specs.lock().expect("specs lock").clone();
+        let want: BTreeSet<u64> = t.luns.iter().map(|l| l.number).collect();
+        for gone in have.keys().filter(|n| !want.contains(n)) {
+            self.lun_delete(&t.name, *gone, true)?;
+            report
+                .applied
+                .push(format!("target {} LUN {gone} deleted", t.name));
+        }
+        for spec in &t.luns {
+            let n = spec.number;
+            let Some(cur) = have.get(&n) else {
+                self.lun_new(&t.name, spec)?;
+                report
+                    .applied
+                    .push(format!("target {} LUN {n} added", t.name));
+                continue;
+            };
+            if cur == spec {
+                continue;
+            }
+            let mem_size = |s: &LunSpec| {
+                s.path
+                    .strip_prefix("mem:")
+                    .and_then(crate::backend::parse_size)
+            };
+            let same_but = |other: LunSpec| other == *spec;
+            if same_but(LunSpec {
+                read_only: spec.read_only,
+                ..cur.clone()
+            }) {
+                self.lun_set_read_only(&t.name, n, spec.read_only)?;
+            } else if let (Some(_), Some(size)) = (mem_size(cur), mem_size(spec))
+                && same_but(LunSpec {
+                    path: spec.path.clone(),
+                    ..cur.clone()
+                })
+            {
+                self.lun_resize(&t.name, n, size)?;
+            } else {
+                self.lun_delete(&t.name, n, true)?;
+                self.lun_new(&t.name, spec)?;
+            }
+            // The file's spelling of the spec (`mem:16M`) is what is saved.
+            live.lun_specs
                 .lock()
                 .expect("specs lock")
-                .keys()
-                .copied()
-                .collect();
-            let want: BTreeSet<u64> = t.luns.iter().map(|l| l.number).collect();
-            for gone in have.difference(&want) {
-                self.lun_delete(&t.name, *gone, true)?;
-            }
-            for spec in &t.luns {
-                let current = live
-                    .lun_specs
-                    .lock()
-                    .expect("specs lock")
-                    .get(&spec.number)
-                    .cloned();
-                match current {
-                    None => self.lun_new(&t.name, spec)?,
-                    Some(cur) if cur.path != spec.path => {
-                        self.lun_delete(&t.name, spec.number, true)?;
-                        self.lun_new(&t.name, spec)?;
-                    }
-                    Some(cur) if cur.read_only != spec.read_only => {
-                        self.lun_set_read_only(&t.name, spec.number, spec.read_only)?;
-                    }
-                    Some(_) => {}
-                }
-            }
+                .insert(n, spec.clone());
+            report.applied.push(format!("target {} LUN {n}", t.name));
         }
-        let old_portals: BTreeSet<_> = old.portals.iter().map(|p| p.listen).collect();
+        Ok(())
+    }
+
+    fn reload_portals(
+        &self,
+        old: &Config,
+        new: &Config,
+        report: &mut ReloadReport,
+    ) -> anyhow::Result<()> {
         let new_portals: BTreeSet<_> = new.portals.iter().map(|p| p.listen).collect();
-        for gone in old_portals.difference(&new_portals) {
-            self.portal_remove(*gone)?;
+        for gone in old
+            .portals
+            .iter()
+            .filter(|p| !new_portals.contains(&p.listen))
+        {
+            self.portal_remove(gone.listen)?;
+            report
+                .applied
+                .push(format!("portal {} removed", gone.listen));
         }
         for p in &new.portals {
-            if !old_portals.contains(&p.listen) {
+            let before = old.portals.iter().find(|o| o.listen == p.listen);
+            if before.is_none() {
                 self.portal_add(p.listen, p.advertise)?;
+                report.applied.push(format!("portal {} added", p.listen));
+            } else if before.is_some_and(|o| o.advertise != p.advertise) {
+                let portals = self
+                    .registry
+                    .portals()
+                    .into_iter()
+                    .map(|mut x| {
+                        if x.listen == p.listen {
+                            x.advertise = p.advertise;
+                        }
+                        x
+                    })
+                    .collect();
+                self.registry.set_portals(portals);
+                report
+                    .applied
+                    .push(format!("portal {} advertise", p.listen));
+            }
+            if before.is_none_or(|o| o.tuning != p.tuning) {
+                if p.tuning != PortalTuning::default() && !self.dataplane.is_active() {
+                    report.restart_needed.push(format!(
+                        "portal {} tuning (the eBPF data plane is not active)",
+                        p.listen
+                    ));
+                } else {
+                    self.apply_portal_tuning(p.listen, &p.tuning)?;
+                    report.applied.push(format!("portal {} tuning", p.listen));
+                }
+                self.portal_tuning
+                    .lock()
+                    .expect("tuning lock")
+                    .insert(p.listen, p.tuning.clone());
             }
         }
-        crate::transport::spin::set_budget_us(new.busy_poll_us);
-        self.registry
-            .discovery_incoming
-            .write()
-            .expect("lock")
-            .clone_from(&new.discovery.incoming);
-        self.registry
-            .discovery_outgoing
-            .write()
-            .expect("lock")
-            .clone_from(&new.discovery.outgoing);
-        info!(path = %path.display(), "configuration reloaded");
         Ok(())
     }
 

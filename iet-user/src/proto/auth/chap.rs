@@ -1,74 +1,113 @@
 //! CHAP (RFC 1994) as iSCSI carries it (RFC 7143 §12.1.3), target side,
-//! one-way and mutual, with MD5 (CHAP_A=5) and SHA-256 (CHAP_A=7, the
-//! value LIO and RFC 8424-era initiators use).
+//! one-way and mutual, with MD5 (CHAP_A=5), SHA-1 (6), SHA-256 (7) and
+//! SHA3-256 (8), the digests of RFC 7143bis (draft-ietf-storm-iscsi-bis)
+//! and LIO; each target lists the ones it allows, most preferred first.
 //!
 //! Target: `AuthMethod=CHAP` → initiator `CHAP_A=<list>` → target
 //! `CHAP_A, CHAP_I, CHAP_C` → initiator `CHAP_N, CHAP_R [, CHAP_I, CHAP_C]`
 //! → target `[CHAP_N, CHAP_R]`.
 
-use md5::{Digest as _, Md5};
+use md5::Md5;
 use rand::RngCore as _;
+use sha1::Sha1;
 use sha2::Sha256;
+use sha3::Sha3_256;
 
 use super::{AuthError, ChapAccount};
 use crate::proto::text::{decode_binary, encode_hex};
 
-/// RFC 7143 §12.1.3 CHAP_A values we implement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The CHAP_A values we implement (RFC 7143 §12.1.3; IANA "PPP
+/// Authentication Algorithms"), one row each: wire number, name, digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChapAlgorithm {
     Md5 = 5,
+    Sha1 = 6,
     Sha256 = 7,
+    Sha3_256 = 8,
+}
+
+/// Wire number, configuration name, and the algorithm.
+const ALGORITHMS: [(&str, &str, ChapAlgorithm); 4] = [
+    ("5", "MD5", ChapAlgorithm::Md5),
+    ("6", "SHA-1", ChapAlgorithm::Sha1),
+    ("7", "SHA-256", ChapAlgorithm::Sha256),
+    ("8", "SHA3-256", ChapAlgorithm::Sha3_256),
+];
+
+fn digest<D: sha2::Digest>(id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
+    let mut h = D::new();
+    h.update([id]);
+    h.update(secret);
+    h.update(challenge);
+    h.finalize().to_vec()
 }
 
 impl ChapAlgorithm {
+    /// Every algorithm, strongest first: the default preference.
+    pub const ALL: [ChapAlgorithm; 4] = [
+        ChapAlgorithm::Sha3_256,
+        ChapAlgorithm::Sha256,
+        ChapAlgorithm::Sha1,
+        ChapAlgorithm::Md5,
+    ];
+
     pub fn from_wire(value: &str) -> Option<ChapAlgorithm> {
-        match value {
-            "5" => Some(ChapAlgorithm::Md5),
-            "7" => Some(ChapAlgorithm::Sha256),
-            _ => None,
-        }
+        ALGORITHMS.iter().find(|(w, _, _)| *w == value).map(|r| r.2)
+    }
+
+    /// By name (`MD5`, `SHA-1`, `SHA-256`, `SHA3-256`, any case) or number.
+    pub fn from_name(value: &str) -> Option<ChapAlgorithm> {
+        ALGORITHMS
+            .iter()
+            .find(|(w, n, _)| *w == value || n.eq_ignore_ascii_case(value))
+            .map(|r| r.2)
+    }
+
+    fn row(self) -> &'static (&'static str, &'static str, ChapAlgorithm) {
+        // Every variant has a row; `names_and_numbers` proves it.
+        ALGORITHMS
+            .iter()
+            .find(|r| r.2 == self)
+            .unwrap_or(&ALGORITHMS[0])
     }
 
     pub fn wire(self) -> &'static str {
-        match self {
-            ChapAlgorithm::Md5 => "5",
-            ChapAlgorithm::Sha256 => "7",
-        }
+        self.row().0
     }
 
-    /// Our challenge length: 16 bytes for MD5 (RFC 7143 §12.1.3 asks for at
-    /// least as long as the digest) and the digest size for SHA-256.
+    pub fn name(self) -> &'static str {
+        self.row().1
+    }
+
+    /// Our challenge length: the digest size, and at least 16 bytes
+    /// (RFC 7143 §12.1.3 asks for at least as long as the digest).
     pub fn challenge_len(self) -> usize {
         match self {
             ChapAlgorithm::Md5 => 16,
-            ChapAlgorithm::Sha256 => 32,
+            ChapAlgorithm::Sha1 => 20,
+            ChapAlgorithm::Sha256 | ChapAlgorithm::Sha3_256 => 32,
         }
     }
 
     /// RFC 1994 §4.1: Response = H(Identifier || secret || Challenge).
     pub fn response(self, id: u8, secret: &[u8], challenge: &[u8]) -> Vec<u8> {
         match self {
-            ChapAlgorithm::Md5 => {
-                let mut h = Md5::new();
-                h.update([id]);
-                h.update(secret);
-                h.update(challenge);
-                h.finalize().to_vec()
-            }
-            ChapAlgorithm::Sha256 => {
-                let mut h = Sha256::new();
-                h.update([id]);
-                h.update(secret);
-                h.update(challenge);
-                h.finalize().to_vec()
-            }
+            ChapAlgorithm::Md5 => digest::<Md5>(id, secret, challenge),
+            ChapAlgorithm::Sha1 => digest::<Sha1>(id, secret, challenge),
+            ChapAlgorithm::Sha256 => digest::<Sha256>(id, secret, challenge),
+            ChapAlgorithm::Sha3_256 => digest::<Sha3_256>(id, secret, challenge),
         }
     }
 }
 
-/// Picks the first algorithm in the initiator's `CHAP_A` list we implement.
-pub fn choose_algorithm(offered: &str) -> Option<ChapAlgorithm> {
-    offered.split(',').find_map(ChapAlgorithm::from_wire)
+/// Picks, among the algorithms the initiator's `CHAP_A` list offers, the
+/// one the target prefers most (`allowed` is in the target's order).
+pub fn choose_algorithm(offered: &str, allowed: &[ChapAlgorithm]) -> Option<ChapAlgorithm> {
+    let offered: Vec<ChapAlgorithm> = offered
+        .split(',')
+        .filter_map(ChapAlgorithm::from_wire)
+        .collect();
+    allowed.iter().copied().find(|a| offered.contains(a))
 }
 
 /// The challenge we sent.
@@ -195,12 +234,56 @@ mod tests {
         );
     }
 
+    const SHA1_VECTOR: &str = "0x1e9b868771e32f55cca49a6339aacfe76d25e203";
+    const SHA3_VECTOR: &str = "0x10c9046b580e3cbaa3cdee8d9d58ebf7c2ad202bb22d256b5e6f987fc6b9cb56";
+
     #[test]
-    fn algorithm_choice_follows_the_initiator() {
-        assert_eq!(choose_algorithm("5"), Some(ChapAlgorithm::Md5));
-        assert_eq!(choose_algorithm("7,5"), Some(ChapAlgorithm::Sha256));
-        assert_eq!(choose_algorithm("6,5,7"), Some(ChapAlgorithm::Md5));
-        assert_eq!(choose_algorithm("6,8"), None);
+    fn more_known_vectors() {
+        // python3: hashlib.sha1(bytes([1]) + b"secretsecret" + bytes(range(20)))
+        // and hashlib.sha3_256(bytes([2]) + b"secretsecret" + bytes(range(32))).
+        let c20: Vec<u8> = (0..20).collect();
+        let c32: Vec<u8> = (0..32).collect();
+        assert_eq!(
+            encode_hex(&ChapAlgorithm::Sha1.response(1, b"secretsecret", &c20)),
+            SHA1_VECTOR
+        );
+        assert_eq!(
+            encode_hex(&ChapAlgorithm::Sha3_256.response(2, b"secretsecret", &c32)),
+            SHA3_VECTOR
+        );
+    }
+
+    #[test]
+    fn names_and_numbers() {
+        for a in ChapAlgorithm::ALL {
+            assert_eq!(ChapAlgorithm::from_wire(a.wire()), Some(a));
+            assert_eq!(ChapAlgorithm::from_name(a.name()), Some(a));
+            assert_eq!(a.wire(), (a as u8).to_string());
+        }
+        assert_eq!(
+            ChapAlgorithm::from_name("sha3-256"),
+            Some(ChapAlgorithm::Sha3_256)
+        );
+        assert_eq!(ChapAlgorithm::from_name("9"), None);
+    }
+
+    #[test]
+    fn algorithm_choice_follows_the_target_preference() {
+        let all = ChapAlgorithm::ALL;
+        assert_eq!(choose_algorithm("5", &all), Some(ChapAlgorithm::Md5));
+        assert_eq!(choose_algorithm("5,7", &all), Some(ChapAlgorithm::Sha256));
+        assert_eq!(
+            choose_algorithm("6,5,8", &all),
+            Some(ChapAlgorithm::Sha3_256)
+        );
+        assert_eq!(choose_algorithm("6,5", &all), Some(ChapAlgorithm::Sha1));
+        assert_eq!(choose_algorithm("1,2,9", &all), None);
+        let md5_first = [ChapAlgorithm::Md5, ChapAlgorithm::Sha1];
+        assert_eq!(
+            choose_algorithm("8,6,5", &md5_first),
+            Some(ChapAlgorithm::Md5)
+        );
+        assert_eq!(choose_algorithm("7,8", &md5_first), None);
     }
 
     #[test]
@@ -220,7 +303,7 @@ mod tests {
     #[test]
     fn verify_accepts_hex_and_base64_and_refuses_wrong_secrets() {
         let accounts = [account("alice", "alicesecret1"), account("bob", "short")];
-        for alg in [ChapAlgorithm::Md5, ChapAlgorithm::Sha256] {
+        for alg in ChapAlgorithm::ALL {
             let c = ChapChallenge::generate(alg);
             let good = alg.response(c.id, b"alicesecret1", &c.challenge);
             let user = c

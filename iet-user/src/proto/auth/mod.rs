@@ -106,6 +106,8 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     config: AuthConfig,
+    /// CHAP digests the target allows, most preferred first.
+    algorithms: Vec<ChapAlgorithm>,
     state: State,
 }
 
@@ -120,8 +122,16 @@ impl Authenticator {
     pub fn new(config: AuthConfig) -> Authenticator {
         Authenticator {
             config,
+            algorithms: ChapAlgorithm::ALL.to_vec(),
             state: State::Start,
         }
+    }
+
+    /// Restricts CHAP to `algorithms`, in the target's order of preference.
+    #[must_use]
+    pub fn with_algorithms(mut self, algorithms: Vec<ChapAlgorithm>) -> Authenticator {
+        self.algorithms = algorithms;
+        self
     }
 
     /// True once the login may leave the SecurityNegotiation stage: CHAP
@@ -196,7 +206,8 @@ impl Authenticator {
                     return Err(e);
                 }
                 let offered = find(pairs, "CHAP_A").ok_or(AuthError::MissingKey("CHAP_A"))?;
-                let algorithm = choose_algorithm(offered).ok_or(AuthError::UnsupportedAlgorithm)?;
+                let algorithm = choose_algorithm(offered, &self.algorithms)
+                    .ok_or(AuthError::UnsupportedAlgorithm)?;
                 let challenge = ChapChallenge::generate(algorithm);
                 let answers = challenge
                     .wire_pairs()
@@ -272,7 +283,16 @@ mod tests {
 
     #[test]
     fn one_way_and_mutual_chap() {
-        for (alg, mutual) in [("5", false), ("7", false), ("5", true), ("7,5", true)] {
+        for (alg, mutual) in [
+            ("5", false),
+            ("6", false),
+            ("7", false),
+            ("8", false),
+            ("5", true),
+            ("6", true),
+            ("7,5", true),
+            ("8,7,6,5", true),
+        ] {
             let mut a = Authenticator::new(chap_config());
             assert!(!a.may_leave_security());
             let r = a.on_keys(&[kv("AuthMethod", "CHAP,None")]).expect("method");
@@ -333,9 +353,21 @@ mod tests {
         let mut a = Authenticator::new(chap_config());
         a.on_keys(&[kv("AuthMethod", "CHAP")]).expect("method");
         assert_eq!(
-            a.on_keys(&[kv("CHAP_A", "6")]),
+            a.on_keys(&[kv("CHAP_A", "9,1")]),
             Err(AuthError::UnsupportedAlgorithm)
         );
+        let mut a = Authenticator::new(chap_config()).with_algorithms(vec![ChapAlgorithm::Sha256]);
+        a.on_keys(&[kv("AuthMethod", "CHAP")]).expect("method");
+        assert_eq!(
+            a.on_keys(&[kv("CHAP_A", "8,6,5")]),
+            Err(AuthError::UnsupportedAlgorithm),
+            "only the target's allowed digests"
+        );
+        let mut a = Authenticator::new(chap_config())
+            .with_algorithms(vec![ChapAlgorithm::Md5, ChapAlgorithm::Sha3_256]);
+        a.on_keys(&[kv("AuthMethod", "CHAP")]).expect("method");
+        let r = a.on_keys(&[kv("CHAP_A", "8,5")]).expect("algorithm");
+        assert_eq!(get(&r, "CHAP_A"), "5", "the target's preference wins");
         let mut a = Authenticator::new(chap_config());
         assert_eq!(a.skip(), Err(AuthError::NotAuthenticated));
     }

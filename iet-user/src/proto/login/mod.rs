@@ -419,7 +419,8 @@ impl Login {
             negotiation: Negotiation::new(params, discovery, identity.tsih == 0),
             sent_first_response: false,
         });
-        let mut auth = Authenticator::new(auth);
+        let mut auth = Authenticator::new(auth)
+            .with_algorithms(progress.negotiation.params().chap_algorithms.clone());
         if csg == Stage::SecurityNegotiation {
             self.security_keys(progress, auth, req, nsg, &pairs, env)
         } else {

@@ -3,12 +3,15 @@
 
 mod negotiate;
 mod table;
+mod target;
 
 pub use negotiate::{
     FullFeatureAnswer, IRRELEVANT, NOT_UNDERSTOOD, Negotiation, NegotiationError, REJECT,
     full_feature_answer,
 };
 pub use table::{KEYS, Key, KeyDef, Kind, Range, Scope, Sender, Usage, bool_str, parse_bool};
+pub use target::{Ours, ParamValue, TargetParams};
+pub(crate) use target::{param_name, target_params};
 
 use crate::proto::pdu::DigestSettings;
 
@@ -32,71 +35,6 @@ impl Digest {
             "None" => Some(Digest::None),
             "CRC32C" => Some(Digest::Crc32c),
             _ => None,
-        }
-    }
-}
-
-/// One target's configured limits: what it will accept in negotiation.
-/// NOPInterval, NOPTimeout and QueuedCommands are not keys; they ride along
-/// because they are configured per target like the rest.
-///
-/// The defaults are not IET's (8192 / 262144 / 1 connection / 1 R2T), which
-/// were sized for 2004-era memory. Linux initiators offer
-/// MaxRecvDataSegmentLength=262144 and MaxBurstLength=16776192, so a 256 KiB
-/// segment and a 1 MiB burst let a 1 MiB write go out in four PDUs and one
-/// R2T instead of 128 PDUs and four R2Ts; 8 outstanding R2Ts and 8
-/// connections let multipath and MC/S initiators keep the pipe full. Memory
-/// per connection stays bounded by MaxRecvDataSegmentLength.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetParams {
-    /// What we can receive in one data segment (RFC 7143 §13.12), declared to the initiator.
-    pub max_recv_data_segment_length: u32,
-    /// Cap on the data segments we send, whatever the initiator declares.
-    pub max_xmit_data_segment_length: u32,
-    pub max_burst_length: u32,
-    pub first_burst_length: u32,
-    pub immediate_data: bool,
-    /// Yes (IET's and LIO's default): unsolicited Data-Out is then only
-    /// immediate data, which keeps the first transfer path simple.
-    pub initial_r2t: bool,
-    pub max_outstanding_r2t: u16,
-    pub max_connections: u16,
-    /// Highest level we implement: 0 (session recovery only).
-    pub error_recovery_level: u8,
-    pub default_time2wait: u16,
-    pub default_time2retain: u16,
-    /// Digests we accept, in no particular order (the initiator's order wins).
-    pub header_digest: Vec<Digest>,
-    pub data_digest: Vec<Digest>,
-    pub data_pdu_in_order: bool,
-    pub data_sequence_in_order: bool,
-    pub nop_interval_secs: u32,
-    pub nop_timeout_secs: u32,
-    /// Command window per session: MaxCmdSN = ExpCmdSN + queued_commands - 1.
-    pub queued_commands: u32,
-}
-
-impl Default for TargetParams {
-    fn default() -> Self {
-        TargetParams {
-            max_recv_data_segment_length: 262_144,
-            max_xmit_data_segment_length: 262_144,
-            max_burst_length: 1_048_576,
-            first_burst_length: 262_144,
-            immediate_data: true,
-            initial_r2t: true,
-            max_outstanding_r2t: 8,
-            max_connections: 8,
-            error_recovery_level: 0,
-            default_time2wait: 2,
-            default_time2retain: 20,
-            header_digest: vec![Digest::None, Digest::Crc32c],
-            data_digest: vec![Digest::None, Digest::Crc32c],
-            data_pdu_in_order: true,
-            data_sequence_in_order: true,
-            nop_interval_secs: 5,
-            nop_timeout_secs: 30,
-            queued_commands: 128,
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::table::{Key, Kind, Range, Sender, Usage, bool_str, parse_bool};
-use super::{ConnectionParams, Digest, SessionParams, TargetParams};
+use super::{ConnectionParams, Digest, Ours, SessionParams, TargetParams};
 use crate::proto::text::{KeyValue, parse_number};
 
 /// RFC 7143 §6.2 answer constants.
@@ -194,20 +194,9 @@ impl Negotiation {
 
     /// List result: the first offered value we support (RFC 7143 §6.2.1, list negotiations).
     fn choose(&self, key: Key, offered: &str) -> String {
-        let supported: Vec<&str> = match key {
-            Key::HeaderDigest => self
-                .params
-                .header_digest
-                .iter()
-                .map(|d| d.wire_name())
-                .collect(),
-            Key::DataDigest => self
-                .params
-                .data_digest
-                .iter()
-                .map(|d| d.wire_name())
-                .collect(),
-            Key::TaskReporting => vec!["RFC3720"],
+        let supported = match (key, self.params.ours(key)) {
+            (_, Some(Ours::List(values))) => values,
+            (Key::TaskReporting, _) => vec!["RFC3720"],
             _ => Vec::new(),
         };
         offered
@@ -216,28 +205,25 @@ impl Negotiation {
             .map_or_else(|| REJECT.to_owned(), str::to_owned)
     }
 
+    /// Our side of a boolean key, from the target's declared limits.
     fn our_bool(&self, key: Key) -> bool {
-        match key {
-            Key::InitialR2T => self.params.initial_r2t,
-            Key::ImmediateData => self.params.immediate_data,
-            Key::DataPDUInOrder => self.params.data_pdu_in_order,
-            Key::DataSequenceInOrder => self.params.data_sequence_in_order,
+        match (key, self.params.ours(key)) {
+            (_, Some(Ours::Bool(b))) => b,
+            // We deliver data in order whatever is agreed (OR with Yes).
+            (Key::DataPDUInOrder | Key::DataSequenceInOrder, _) => true,
             // OFMarker, IFMarker: markers are not implemented.
             _ => false,
         }
     }
 
+    /// Our side of a numerical key, from the target's declared limits.
     fn our_number(&self, key: Key) -> u64 {
         let p = &self.params;
-        match key {
-            Key::MaxConnections => u64::from(p.max_connections),
-            Key::MaxBurstLength => u64::from(p.max_burst_length),
-            Key::FirstBurstLength => u64::from(p.first_burst_length.min(p.max_burst_length)),
-            Key::DefaultTime2Wait => u64::from(p.default_time2wait),
-            Key::DefaultTime2Retain => u64::from(p.default_time2retain),
-            Key::MaxOutstandingR2T => u64::from(p.max_outstanding_r2t),
-            Key::ErrorRecoveryLevel => u64::from(p.error_recovery_level.min(2)),
-            Key::IscsiProtocolLevel => 1,
+        match (key, p.ours(key)) {
+            // RFC 7143 §13.14: "FirstBurstLength MUST NOT exceed MaxBurstLength".
+            (Key::FirstBurstLength, _) => u64::from(p.first_burst_length.min(p.max_burst_length)),
+            (Key::IscsiProtocolLevel, _) => 1,
+            (_, Some(Ours::Number(n))) => n,
             _ => 0,
         }
     }
@@ -296,20 +282,13 @@ impl Negotiation {
                     }
                     bool_str(false).to_owned()
                 }
-                Kind::List if matches!(key, Key::HeaderDigest | Key::DataDigest) => {
-                    let ours = if key == Key::HeaderDigest {
-                        &self.params.header_digest
-                    } else {
-                        &self.params.data_digest
-                    };
-                    if ours.contains(&Digest::None) || ours.is_empty() {
-                        continue;
+                Kind::List => match self.params.ours(key) {
+                    // Only when our list excludes the default (None digests).
+                    Some(Ours::List(ours)) if !ours.is_empty() && !ours.contains(&def.default) => {
+                        ours.join(",")
                     }
-                    ours.iter()
-                        .map(|d| d.wire_name())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                }
+                    _ => continue,
+                },
                 _ => continue,
             };
             self.proposed.insert(key, value.clone());
@@ -350,11 +329,11 @@ impl Negotiation {
     /// only digests can fall outside it, when the initiator's offer was
     /// answered Reject and the default None stays in force.
     pub fn check_policy(&self) -> Result<(), NegotiationError> {
-        for (key, allowed) in [
-            (Key::HeaderDigest, &self.params.header_digest),
-            (Key::DataDigest, &self.params.data_digest),
-        ] {
-            if !allowed.contains(&self.digest(key)) {
+        for key in [Key::HeaderDigest, Key::DataDigest] {
+            let Some(Ours::List(allowed)) = self.params.ours(key) else {
+                continue;
+            };
+            if !allowed.contains(&self.digest(key).wire_name()) {
                 return Err(NegotiationError::Unacceptable(key.name()));
             }
         }
@@ -366,36 +345,29 @@ impl Negotiation {
     /// past what we configured).
     pub fn finish(&self) -> (SessionParams, ConnectionParams) {
         let p = &self.params;
-        let clamp = |key: Key, ours: u64| self.number_or_default(key).min(ours);
+        let clamp = |key: Key| self.number_or_default(key).min(self.our_number(key));
         let narrow16 = |v: u64| u16::try_from(v).unwrap_or(u16::MAX);
         let narrow32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
-        let max_burst_length = narrow32(clamp(Key::MaxBurstLength, u64::from(p.max_burst_length)));
+        let max_burst_length = narrow32(clamp(Key::MaxBurstLength));
+        // Boolean results computed again from both sides, so an initiator
+        // that ignored our answer cannot get what we refused.
+        let and = |key: Key| self.bool_or_default(key) && self.our_bool(key);
+        let or = |key: Key| self.bool_or_default(key) || self.our_bool(key);
         let session = SessionParams {
-            max_connections: narrow16(clamp(Key::MaxConnections, u64::from(p.max_connections))),
-            initial_r2t: self.bool_or_default(Key::InitialR2T) || p.initial_r2t,
-            immediate_data: self.bool_or_default(Key::ImmediateData) && p.immediate_data,
+            max_connections: narrow16(clamp(Key::MaxConnections)),
+            initial_r2t: or(Key::InitialR2T),
+            immediate_data: and(Key::ImmediateData),
             max_burst_length,
             // RFC 7143 §13.14: "FirstBurstLength MUST NOT exceed MaxBurstLength".
-            first_burst_length: narrow32(clamp(
-                Key::FirstBurstLength,
-                u64::from(p.first_burst_length.min(max_burst_length)),
-            )),
+            first_burst_length: narrow32(clamp(Key::FirstBurstLength)).min(max_burst_length),
             default_time2wait: narrow16(self.number_or_default(Key::DefaultTime2Wait)),
-            default_time2retain: narrow16(clamp(
-                Key::DefaultTime2Retain,
-                u64::from(p.default_time2retain),
-            )),
-            max_outstanding_r2t: narrow16(clamp(
-                Key::MaxOutstandingR2T,
-                u64::from(p.max_outstanding_r2t),
-            )),
-            data_pdu_in_order: self.bool_or_default(Key::DataPDUInOrder) || p.data_pdu_in_order,
-            data_sequence_in_order: self.bool_or_default(Key::DataSequenceInOrder)
-                || p.data_sequence_in_order,
-            error_recovery_level: clamp(Key::ErrorRecoveryLevel, u64::from(p.error_recovery_level))
-                as u8,
+            default_time2retain: narrow16(clamp(Key::DefaultTime2Retain)),
+            max_outstanding_r2t: narrow16(clamp(Key::MaxOutstandingR2T)),
+            data_pdu_in_order: or(Key::DataPDUInOrder),
+            data_sequence_in_order: or(Key::DataSequenceInOrder),
+            error_recovery_level: clamp(Key::ErrorRecoveryLevel) as u8,
             task_reporting: "RFC3720",
-            iscsi_protocol_level: clamp(Key::IscsiProtocolLevel, 1) as u8,
+            iscsi_protocol_level: clamp(Key::IscsiProtocolLevel) as u8,
         };
         let theirs = self
             .declared
