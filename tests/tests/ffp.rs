@@ -352,5 +352,25 @@ fn session_views_show_the_negotiated_digests_and_lengths() {
     );
     let proc = ietd.adm_ok(&["show", "sessions", "--proc"]);
     assert!(proc.contains("hd:crc32c dd:crc32c"), "{proc}");
+    // The write budgets are settings: changed live, shown, saved.
+    ietd.adm_ok(&[
+        "memory",
+        "set",
+        "--write-budget-mib",
+        "300",
+        "--session-write-budget-mib",
+        "20",
+    ]);
+    let stats: serde_json::Value =
+        serde_json::from_str(&ietd.adm_ok(&["stats", "--json"])).expect("stats JSON");
+    assert_eq!(stats["memory"]["write_budget_mib"], 300, "{stats}");
+    assert_eq!(stats["memory"]["session_write_budget_mib"], 20, "{stats}");
+    let saved = dir.path("saved.toml");
+    ietd.adm_ok(&["save", &saved.display().to_string()]);
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        text.contains("write_budget_mib = 300") && text.contains("session_write_budget_mib = 20"),
+        "{text}"
+    );
     assert!(ietd.stop());
 }

@@ -35,6 +35,10 @@ enum Command {
     },
     /// Counters of the daemon and the eBPF data plane.
     Stats,
+    /// Memory admission for write data: what writes may hold before R2Ts
+    /// wait and MaxCmdSN stops advancing (`ietadm stats` shows the use).
+    #[command(subcommand)]
+    Memory(MemoryCmd),
     #[command(subcommand)]
     Target(TargetCmd),
     #[command(subcommand)]
@@ -53,6 +57,17 @@ enum Command {
     Save { file: PathBuf },
     /// Apply the configuration file again (like SIGHUP).
     Reload,
+}
+
+#[derive(Debug, Subcommand)]
+enum MemoryCmd {
+    /// Set the budgets in MiB (the per-session one applies to new sessions).
+    Set {
+        #[arg(long)]
+        write_budget_mib: Option<u32>,
+        #[arg(long)]
+        session_write_budget_mib: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -265,6 +280,13 @@ fn request(cmd: &Command) -> Request {
             ShowWhat::Accounts => Request::ShowAccounts,
         },
         Command::Stats => Request::Stats,
+        Command::Memory(MemoryCmd::Set {
+            write_budget_mib,
+            session_write_budget_mib,
+        }) => Request::MemorySet {
+            write_budget_mib: *write_budget_mib,
+            session_write_budget_mib: *session_write_budget_mib,
+        },
         Command::Target(TargetCmd::New { name, alias }) => Request::TargetNew {
             name: name.clone(),
             alias: alias.clone(),

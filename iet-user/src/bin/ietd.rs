@@ -47,6 +47,12 @@ struct Args {
     /// time (0: never poll).
     #[arg(long, value_name = "US")]
     busy_poll_us: Option<u32>,
+    /// MiB of write data all sessions may hold before R2Ts wait.
+    #[arg(long, value_name = "MIB")]
+    write_budget_mib: Option<u32>,
+    /// MiB of write data one session may hold.
+    #[arg(long, value_name = "MIB")]
+    session_write_budget_mib: Option<u32>,
     /// Print the effective configuration as TOML and exit (converts an
     /// IET ietd.conf).
     #[arg(long)]
@@ -93,6 +99,12 @@ impl Args {
         }
         if let Some(m) = self.metrics {
             config.metrics = Some(m);
+        }
+        if let Some(v) = self.write_budget_mib {
+            config.memory.write_budget_mib = v;
+        }
+        if let Some(v) = self.session_write_budget_mib {
+            config.memory.session_write_budget_mib = v;
         }
         if let Some(control) = self.control {
             config.control = control;

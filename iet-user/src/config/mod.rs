@@ -37,6 +37,8 @@ pub struct Config {
     pub busy_poll_us: u32,
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
 }
@@ -51,6 +53,7 @@ impl Default for Config {
             metrics: None,
             busy_poll_us: default_busy_poll_us(),
             discovery: DiscoveryConfig::default(),
+            memory: MemoryConfig::default(),
             targets: Vec::new(),
         }
     }
@@ -62,6 +65,45 @@ fn default_portals() -> Vec<PortalConfig> {
         advertise: None,
         tuning: PortalTuning::default(),
     }]
+}
+
+/// Memory admission for write data (`[memory]`): what writes may hold
+/// before R2Ts wait and MaxCmdSN stops advancing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// MiB of write data all sessions together may hold.
+    #[serde(default = "default_write_budget_mib")]
+    pub write_budget_mib: u32,
+    /// MiB of write data one session may hold (applies to new sessions).
+    #[serde(default = "default_session_write_budget_mib")]
+    pub session_write_budget_mib: u32,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            write_budget_mib: default_write_budget_mib(),
+            session_write_budget_mib: default_session_write_budget_mib(),
+        }
+    }
+}
+
+impl MemoryConfig {
+    pub fn apply(&self, registry: &crate::target::Registry) {
+        registry.admission.set_limits(
+            u64::from(self.write_budget_mib.max(1)) << 20,
+            u64::from(self.session_write_budget_mib.max(1)) << 20,
+        );
+    }
+}
+
+fn default_write_budget_mib() -> u32 {
+    (crate::target::DEFAULT_DAEMON_WRITE_BUDGET >> 20) as u32
+}
+
+fn default_session_write_budget_mib() -> u32 {
+    (crate::target::DEFAULT_SESSION_WRITE_BUDGET >> 20) as u32
 }
 
 fn default_busy_poll_us() -> u32 {

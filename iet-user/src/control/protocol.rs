@@ -46,6 +46,13 @@ pub enum Request {
     ShowPortals,
     ShowAccounts,
     Stats,
+    /// Changes the write-data budgets (MiB); absent fields stay.
+    MemorySet {
+        #[serde(default)]
+        write_budget_mib: Option<u32>,
+        #[serde(default)]
+        session_write_budget_mib: Option<u32>,
+    },
     TargetNew {
         name: String,
         #[serde(default)]

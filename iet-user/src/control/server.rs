@@ -145,6 +145,20 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
         )),
         Request::ShowAccounts => Response::ok(json!(accounts(d))),
         Request::Stats => Response::ok(stats(d)),
+        Request::MemorySet {
+            write_budget_mib,
+            session_write_budget_mib,
+        } => {
+            let mut m = d.memory();
+            if let Some(v) = write_budget_mib {
+                m.write_budget_mib = v;
+            }
+            if let Some(v) = session_write_budget_mib {
+                m.session_write_budget_mib = v;
+            }
+            m.apply(&d.registry);
+            Response::done()
+        }
         Request::TargetNew { name, alias } => {
             d.target_new(&name, alias)?;
             Response::done()
@@ -420,6 +434,11 @@ fn stats(d: &Daemon) -> serde_json::Value {
         "sessions": sessions.len(),
         "connections": connections,
         "ebpf": dp.is_active(),
+        "memory": {
+            "write_budget_mib": d.memory().write_budget_mib,
+            "session_write_budget_mib": d.memory().session_write_budget_mib,
+            "write_bytes_held": d.registry.admission.daemon.used(),
+        },
         "kernel": crate::dataplane::global_view(dp),
     })
 }

@@ -310,10 +310,21 @@ impl Daemon {
         Ok(())
     }
 
+    /// The write budgets in force.
+    pub fn memory(&self) -> crate::config::MemoryConfig {
+        let a = &self.registry.admission;
+        crate::config::MemoryConfig {
+            write_budget_mib: (a.daemon.limit() >> 20) as u32,
+            session_write_budget_mib: (a.session_limit.load(std::sync::atomic::Ordering::Relaxed)
+                >> 20) as u32,
+        }
+    }
+
     /// The running configuration, as `ietadm save` writes it.
     pub fn running_config(&self) -> Config {
         let mut cfg = self.base.clone();
         cfg.busy_poll_us = crate::transport::spin::budget_us();
+        cfg.memory = self.memory();
         cfg.portals = self
             .registry
             .portals()
@@ -414,6 +425,13 @@ impl Daemon {
             self.reload_luns(t, &mut report)?;
         }
         self.reload_portals(&old, &new, &mut report)?;
+        if new.memory != old.memory {
+            new.memory.apply(&self.registry);
+            report.applied.push(format!(
+                "memory: write budget {} MiB, {} MiB per new session",
+                new.memory.write_budget_mib, new.memory.session_write_budget_mib
+            ));
+        }
         if new.busy_poll_us != old.busy_poll_us {
             crate::transport::spin::set_budget_us(new.busy_poll_us);
             report

@@ -128,7 +128,7 @@ pub struct Registry {
 /// Default bytes of write data one session may hold.
 pub const DEFAULT_SESSION_WRITE_BUDGET: u64 = 64 << 20;
 /// Default bytes of write data all sessions together may hold.
-pub const DEFAULT_DAEMON_WRITE_BUDGET: u64 = 512 << 20;
+pub const DEFAULT_DAEMON_WRITE_BUDGET: u64 = 1024 << 20;
 
 /// The daemon-wide write budget, the per-session limit, and the wake-up
 /// for connections whose writes wait for budget.
@@ -151,6 +151,12 @@ impl Admission {
             session_limit: AtomicU64::new(session_limit),
             freed,
         }
+    }
+
+    /// Sets both limits; the session limit applies to new sessions.
+    pub fn set_limits(&self, daemon: u64, session: u64) {
+        self.daemon.set_limit(daemon);
+        self.session_limit.store(session, Ordering::Relaxed);
     }
 
     /// Budgets for a new session.

@@ -15,7 +15,7 @@ pub type WakeHook = Arc<dyn Fn() + Send + Sync>;
 
 /// A pool of bytes.
 pub struct Budget {
-    limit: u64,
+    limit: AtomicU64,
     used: AtomicU64,
     wake: Option<WakeHook>,
 }
@@ -23,7 +23,7 @@ pub struct Budget {
 impl std::fmt::Debug for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Budget")
-            .field("limit", &self.limit)
+            .field("limit", &self.limit())
             .field("used", &self.used())
             .finish_non_exhaustive()
     }
@@ -32,14 +32,24 @@ impl std::fmt::Debug for Budget {
 impl Budget {
     pub fn new(limit: u64, wake: Option<WakeHook>) -> Arc<Budget> {
         Arc::new(Budget {
-            limit,
+            limit: AtomicU64::new(limit),
             used: AtomicU64::new(0),
             wake,
         })
     }
 
     pub fn limit(&self) -> u64 {
-        self.limit
+        self.limit.load(Ordering::Acquire)
+    }
+
+    /// Changes the limit (a lower one takes effect as grants return).
+    pub fn set_limit(&self, limit: u64) {
+        let before = self.limit.swap(limit, Ordering::AcqRel);
+        if limit > before
+            && let Some(wake) = &self.wake
+        {
+            wake();
+        }
     }
 
     pub fn used(&self) -> u64 {
@@ -48,7 +58,7 @@ impl Budget {
 
     /// Spent: solicitation waits and the window stops opening.
     pub fn exhausted(&self) -> bool {
-        self.used() >= self.limit
+        self.used() >= self.limit()
     }
 
     /// Takes `n` bytes if they fit, or if nothing is taken at all (so one
@@ -56,7 +66,7 @@ impl Budget {
     fn try_take(&self, n: u64) -> bool {
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                (used == 0 || used.saturating_add(n) <= self.limit).then_some(used + n)
+                (used == 0 || used.saturating_add(n) <= self.limit()).then_some(used + n)
             })
             .is_ok()
     }
@@ -67,7 +77,7 @@ impl Budget {
 
     fn give(&self, n: u64) {
         let before = self.used.fetch_sub(n, Ordering::AcqRel);
-        if before >= self.limit
+        if before >= self.limit()
             && let Some(wake) = &self.wake
         {
             wake();
