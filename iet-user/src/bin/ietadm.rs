@@ -39,6 +39,10 @@ enum Command {
     /// wait and MaxCmdSN stops advancing (`ietadm stats` shows the use).
     #[command(subcommand)]
     Memory(MemoryCmd),
+    /// Login abuse limits: logins at once, login timeout, sessions per
+    /// initiator, CHAP lockout (`ietadm stats` shows refusals).
+    #[command(subcommand)]
+    Limits(LimitsCmd),
     #[command(subcommand)]
     Target(TargetCmd),
     #[command(subcommand)]
@@ -57,6 +61,23 @@ enum Command {
     Save { file: PathBuf },
     /// Apply the configuration file again (like SIGHUP).
     Reload,
+}
+
+#[derive(Debug, Subcommand)]
+enum LimitsCmd {
+    /// Change the limits given; the others stay.
+    Set {
+        #[arg(long)]
+        max_logins_in_progress: Option<u32>,
+        #[arg(long)]
+        login_timeout_secs: Option<u32>,
+        #[arg(long)]
+        max_sessions_per_initiator: Option<u32>,
+        #[arg(long)]
+        chap_failures_before_lockout: Option<u32>,
+        #[arg(long)]
+        chap_lockout_secs: Option<u32>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +301,19 @@ fn request(cmd: &Command) -> Request {
             ShowWhat::Accounts => Request::ShowAccounts,
         },
         Command::Stats => Request::Stats,
+        Command::Limits(LimitsCmd::Set {
+            max_logins_in_progress,
+            login_timeout_secs,
+            max_sessions_per_initiator,
+            chap_failures_before_lockout,
+            chap_lockout_secs,
+        }) => Request::LimitsSet {
+            max_logins_in_progress: *max_logins_in_progress,
+            login_timeout_secs: *login_timeout_secs,
+            max_sessions_per_initiator: *max_sessions_per_initiator,
+            chap_failures_before_lockout: *chap_failures_before_lockout,
+            chap_lockout_secs: *chap_lockout_secs,
+        },
         Command::Memory(MemoryCmd::Set {
             write_budget_mib,
             session_write_budget_mib,

@@ -39,6 +39,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     #[serde(default)]
     pub memory: MemoryConfig,
+    #[serde(default)]
+    pub limits: crate::target::limits::LimitSettings,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
 }
@@ -54,6 +56,7 @@ impl Default for Config {
             busy_poll_us: default_busy_poll_us(),
             discovery: DiscoveryConfig::default(),
             memory: MemoryConfig::default(),
+            limits: crate::target::limits::LimitSettings::default(),
             targets: Vec::new(),
         }
     }

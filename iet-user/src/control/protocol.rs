@@ -46,6 +46,19 @@ pub enum Request {
     ShowPortals,
     ShowAccounts,
     Stats,
+    /// Changes the login abuse limits; absent fields stay.
+    LimitsSet {
+        #[serde(default)]
+        max_logins_in_progress: Option<u32>,
+        #[serde(default)]
+        login_timeout_secs: Option<u32>,
+        #[serde(default)]
+        max_sessions_per_initiator: Option<u32>,
+        #[serde(default)]
+        chap_failures_before_lockout: Option<u32>,
+        #[serde(default)]
+        chap_lockout_secs: Option<u32>,
+    },
     /// Changes the write-data budgets (MiB); absent fields stay.
     MemorySet {
         #[serde(default)]

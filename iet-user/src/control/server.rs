@@ -145,6 +145,33 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
         )),
         Request::ShowAccounts => Response::ok(json!(accounts(d))),
         Request::Stats => Response::ok(stats(d)),
+        Request::LimitsSet {
+            max_logins_in_progress,
+            login_timeout_secs,
+            max_sessions_per_initiator,
+            chap_failures_before_lockout,
+            chap_lockout_secs,
+        } => {
+            let mut l = d.registry.limits.settings();
+            let set = |field: &mut u32, v: Option<u32>| {
+                if let Some(v) = v {
+                    *field = v;
+                }
+            };
+            set(&mut l.max_logins_in_progress, max_logins_in_progress);
+            set(&mut l.login_timeout_secs, login_timeout_secs);
+            set(
+                &mut l.max_sessions_per_initiator,
+                max_sessions_per_initiator,
+            );
+            set(
+                &mut l.chap_failures_before_lockout,
+                chap_failures_before_lockout,
+            );
+            set(&mut l.chap_lockout_secs, chap_lockout_secs);
+            d.registry.limits.set(l);
+            Response::done()
+        }
         Request::MemorySet {
             write_budget_mib,
             session_write_budget_mib,
@@ -422,6 +449,21 @@ fn accounts(d: &Daemon) -> Vec<AccountView> {
     out
 }
 
+fn limits(d: &Daemon) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let l = &d.registry.limits;
+    let c = &l.counters;
+    json!({
+        "settings": l.settings(),
+        "logins_refused_busy": c.logins_refused_busy.load(Relaxed),
+        "logins_timed_out": c.logins_timed_out.load(Relaxed),
+        "sessions_refused": c.sessions_refused.load(Relaxed),
+        "chap_failures": c.chap_failures.load(Relaxed),
+        "chap_lockouts": c.chap_lockouts.load(Relaxed),
+        "chap_refused_locked": c.chap_refused_locked.load(Relaxed),
+    })
+}
+
 fn stats(d: &Daemon) -> serde_json::Value {
     let sessions = d.registry.sessions();
     let connections: usize = sessions
@@ -434,6 +476,7 @@ fn stats(d: &Daemon) -> serde_json::Value {
         "sessions": sessions.len(),
         "connections": connections,
         "ebpf": dp.is_active(),
+        "limits": limits(d),
         "memory": {
             "write_budget_mib": d.memory().write_budget_mib,
             "session_write_budget_mib": d.memory().session_write_budget_mib,

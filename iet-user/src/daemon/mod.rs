@@ -30,6 +30,7 @@ pub async fn run(
     crate::transport::spin::set_budget_us(config.busy_poll_us);
     let registry = Arc::new(build_registry(&config)?);
     config.memory.apply(&registry);
+    registry.limits.set(config.limits);
     let server = Server::new(registry.clone(), shutdown.clone());
     // The data plane first, so no accepted connection escapes sock_ops.
     let dataplane = Arc::new(

@@ -325,6 +325,7 @@ impl Daemon {
         let mut cfg = self.base.clone();
         cfg.busy_poll_us = crate::transport::spin::budget_us();
         cfg.memory = self.memory();
+        cfg.limits = self.registry.limits.settings();
         cfg.portals = self
             .registry
             .portals()
@@ -425,6 +426,10 @@ impl Daemon {
             self.reload_luns(t, &mut report)?;
         }
         self.reload_portals(&old, &new, &mut report)?;
+        if new.limits != old.limits {
+            self.registry.limits.set(new.limits);
+            report.applied.push("limits".to_owned());
+        }
         if new.memory != old.memory {
             new.memory.apply(&self.registry);
             report.applied.push(format!(

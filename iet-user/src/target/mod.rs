@@ -2,6 +2,7 @@
 //! table of sessions by TSIH and by (initiator, ISID, target).
 
 pub mod acl;
+pub mod limits;
 pub mod session;
 pub mod stats;
 pub mod tmf;
@@ -123,6 +124,8 @@ pub struct Registry {
     pub dataplane: std::sync::OnceLock<Arc<crate::dataplane::Dataplane>>,
     /// Memory admission for write data.
     pub admission: Admission,
+    /// Abuse limits on logins.
+    pub limits: limits::Limits,
 }
 
 /// Default bytes of write data one session may hold.

@@ -2,6 +2,7 @@
 //! machine, writes its responses, and creates or joins the session.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +19,12 @@ use crate::proto::login::{
     SessionBindRequest, SessionBinding, SessionKind as LoginKind, TargetLogin,
 };
 use crate::proto::params::{ConnectionParams, Digest, SessionParams, TargetParams};
-use crate::proto::pdu::{DigestSettings, Pdu, PduDecoder, RejectReason, TextRequest, encode_pdu};
+use crate::proto::pdu::{
+    CodecError, DigestSettings, Pdu, PduDecoder, RejectReason, TextRequest, encode_pdu,
+};
 use crate::proto::task::WriteParams;
 use crate::proto::text_exchange::TextExchange;
+use crate::target::limits::ChapGate;
 use crate::target::session::{
     CmdWindow, FfpParams, Session, SessionId, SessionKind, TaskTable, nexus_for,
 };
@@ -60,41 +64,80 @@ pub async fn run(
         local,
         bound: Mutex::new(None),
     };
+    let limits = &registry.limits;
+    // Slowloris: every connection has a login deadline, and a bounded
+    // number may be in a login at once (from their first Login Request:
+    // silent connections hold no place, the deadline closes them).
+    let mut permit = None;
+    let deadline = tokio::time::Instant::now() + limits.login_timeout();
+    let mut initiator: Option<String> = None;
     let mut out = BytesMut::with_capacity(8192);
     loop {
-        let pdu =
-            match tokio::time::timeout(LOGIN_STEP_TIMEOUT, read_pdu(stream, rbuf, &mut decoder))
-                .await
-            {
-                Err(_) => {
-                    debug!("login timed out");
-                    return None;
-                }
-                Ok(Ok(Some(pdu))) => pdu,
-                Ok(Ok(None)) => return None,
-                Ok(Err(ReadError::Codec(e))) => {
-                    warn!("login: {e}: closing");
-                    return None;
-                }
-                Ok(Err(ReadError::Io(e))) => {
-                    debug!("login: {e}");
-                    return None;
-                }
-            };
+        let step_deadline = deadline.min(tokio::time::Instant::now() + LOGIN_STEP_TIMEOUT);
+        let pdu = match tokio::time::timeout_at(step_deadline, read_pdu(stream, rbuf, &mut decoder))
+            .await
+        {
+            Err(_) => {
+                limits
+                    .counters
+                    .logins_timed_out
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(%peer, "login timed out: closing");
+                env.unbind();
+                return None;
+            }
+            Ok(Ok(Some(pdu))) => pdu,
+            Ok(Ok(None)) => return None,
+            Ok(Err(ReadError::Codec(CodecError::DataSegmentTooLong { bhs, len, max }))) => {
+                // RFC 7143 §11.12.6: a login data segment over 8192 bytes.
+                warn!(%peer, len, max, "login: oversized data segment: refusing");
+                let step = login.refuse(&bhs, LoginFailure::InitiatorError);
+                send_step(stream, &mut out, &step, counters).await;
+                env.unbind();
+                return None;
+            }
+            Ok(Err(ReadError::Codec(e))) => {
+                warn!("login: {e}: closing");
+                return None;
+            }
+            Ok(Err(ReadError::Io(e))) => {
+                debug!("login: {e}");
+                return None;
+            }
+        };
+        if permit.is_none() {
+            permit = limits.try_login();
+        }
+        if permit.is_none() {
+            warn!(%peer, "too many logins in progress: refusing");
+            let step = login.refuse(&pdu.bhs, LoginFailure::ServiceUnavailable);
+            send_step(stream, &mut out, &step, counters).await;
+            return None;
+        }
+        if initiator.is_none() {
+            initiator = initiator_name_in(&pdu.data);
+        }
+        // CHAP failure lockout, per initiator name and source address.
+        if let Some(name) = &initiator
+            && let ChapGate::Locked { .. } =
+                limits.chap_gate(name, peer.ip(), std::time::Instant::now())
+        {
+            info!(%peer, initiator = %name, "locked out after CHAP failures: refusing");
+            let step = login.refuse(&pdu.bhs, LoginFailure::AuthenticationFailure);
+            send_step(stream, &mut out, &step, counters).await;
+            return None;
+        }
         // RFC 7143 §6.1: only Login Requests before Full Feature Phase; the
         // state machine answers anything else with Login status 0x020b.
         let step = login.on_request(&pdu, &env);
-        out.clear();
-        encode_pdu(
-            &step.response,
-            &[],
-            &step.data,
-            DigestSettings::default(),
-            &mut out,
-        );
-        counters.count(step.response.opcode_raw(), out.len());
-        if let Err(e) = stream.write_all(&out).await {
-            debug!("login write: {e}");
+        if let (LoginOutcome::Failed(LoginFailure::AuthenticationFailure), Some(name)) =
+            (&step.outcome, &initiator)
+        {
+            // Each failure is answered later than the one before.
+            let delay = limits.chap_failed(name, peer.ip(), std::time::Instant::now());
+            tokio::time::sleep(delay).await;
+        }
+        if !send_step(stream, &mut out, &step, counters).await {
             env.unbind();
             return None;
         }
@@ -102,7 +145,6 @@ pub async fn run(
             LoginOutcome::Continue => {}
             LoginOutcome::Failed(failure) => {
                 info!(?failure, "login refused");
-                let _ = stream.flush().await;
                 return None;
             }
             LoginOutcome::FullFeature(result) => {
@@ -110,12 +152,48 @@ pub async fn run(
                     warn!("login finished without a session");
                     return None;
                 };
+                if result.chap_user.is_some() {
+                    limits.chap_succeeded(&result.initiator_name, peer.ip());
+                }
                 let mut li = logged_in(&result, session, registry, peer, local);
                 li.counters = counters.clone();
                 return Some(li);
             }
         }
     }
+}
+
+/// Writes one login response; false when the socket failed.
+async fn send_step(
+    stream: &mut TcpStream,
+    out: &mut BytesMut,
+    step: &crate::proto::login::LoginStep,
+    counters: &super::writer::TxCounters,
+) -> bool {
+    out.clear();
+    encode_pdu(
+        &step.response,
+        &[],
+        &step.data,
+        DigestSettings::default(),
+        out,
+    );
+    counters.count(step.response.opcode_raw(), out.len());
+    if let Err(e) = stream.write_all(out).await {
+        debug!("login write: {e}");
+        return false;
+    }
+    let _ = stream.flush().await;
+    true
+}
+
+/// The InitiatorName key of a login request's text, if it is there whole.
+fn initiator_name_in(data: &[u8]) -> Option<String> {
+    crate::proto::text::parse_pairs(data)
+        .ok()?
+        .into_iter()
+        .find(|kv| kv.key == "InitiatorName")
+        .map(|kv| kv.value)
 }
 
 fn logged_in(
@@ -244,6 +322,49 @@ impl Env {
     }
 }
 
+/// Whether the target and this initiator may have one more session
+/// (`MaxSessions`, `[limits] max_sessions_per_initiator`); a session
+/// this login reinstates does not count.
+fn session_room(
+    registry: &Registry,
+    target: &Arc<crate::target::Target>,
+    req: &SessionBindRequest<'_>,
+) -> Result<(), LoginFailure> {
+    let max = target.settings().params.max_sessions;
+    let per_initiator = registry.limits.settings().max_sessions_per_initiator;
+    if max == 0 && per_initiator == 0 {
+        return Ok(());
+    }
+    let (mut all, mut mine) = (0u32, 0u32);
+    for s in registry.sessions() {
+        if !s.target().is_some_and(|t| Arc::ptr_eq(t, target)) {
+            continue;
+        }
+        if s.id.initiator_name == req.initiator_name && s.id.isid == req.isid {
+            continue;
+        }
+        all += 1;
+        if s.id.initiator_name == req.initiator_name {
+            mine += 1;
+        }
+    }
+    if (max > 0 && all >= max) || (per_initiator > 0 && mine >= per_initiator) {
+        registry
+            .limits
+            .counters
+            .sessions_refused
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(
+            target = %target.name,
+            initiator = req.initiator_name,
+            sessions = all,
+            "session limit reached: refusing"
+        );
+        return Err(LoginFailure::OutOfResources);
+    }
+    Ok(())
+}
+
 impl LoginEnv for Env {
     fn target(&self, name: &str) -> Option<TargetLogin> {
         let t = self.registry.target(name)?;
@@ -316,6 +437,7 @@ impl LoginEnv for Env {
                     .registry
                     .target(target_name)
                     .ok_or(LoginFailure::TargetRemoved)?;
+                session_room(&self.registry, &target, req)?;
                 let nexus = nexus_for(
                     self.registry.next_nexus_id(),
                     req.initiator_name,

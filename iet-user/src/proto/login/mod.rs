@@ -237,6 +237,13 @@ impl Login {
 
     /// RFC 7143 §11.13: a failed login answers with the status and no data;
     /// the caller closes the connection after sending it.
+    /// Refuses a login before the state machine looks at it (a limit or a
+    /// lockout): the Login Response to `bhs` with `failure`'s status.
+    pub fn refuse(&mut self, bhs: &Bhs, failure: LoginFailure) -> LoginStep {
+        let req = LoginRequest::load(bhs).unwrap_or_else(|| raw_request(bhs));
+        self.fail(&req, failure)
+    }
+
     fn fail(&mut self, req: &LoginRequest, failure: LoginFailure) -> LoginStep {
         tracing::debug!(%failure, peer = %self.ctx.peer, itt = req.itt, "login failed");
         self.state = State::Failed;

@@ -59,6 +59,8 @@ macro_rules! target_params {
             nop_interval_secs as nop_interval: u32 = 5, name "NOPInterval";
             /// Seconds a ping waits for its NOP-Out before the connection ends.
             nop_timeout_secs as nop_timeout: u32 = 30, name "NOPTimeout";
+            /// Sessions the target serves at once (IET's MaxSessions); 0: no limit.
+            max_sessions: u32 = 0, name "MaxSessions";
             /// Command window per session: MaxCmdSN = ExpCmdSN + queued_commands - 1.
             queued_commands: u32 = 128, name "QueuedCommands" range 1, 4096;
         }
