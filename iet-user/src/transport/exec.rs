@@ -18,7 +18,7 @@ use crate::proto::ffp::writes::EarlyVerdict;
 use crate::proto::pdu::ScsiCommand;
 use crate::scsi::{
     CommandClass, CommandOutcome, Completion, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus,
-    Sense, TaskAttr, classify,
+    SenseReason, TaskAttr, classify,
 };
 use crate::target::session::{EnableWait, Session, TaskSlot};
 use crate::target::stats::CommandKind;
@@ -147,15 +147,6 @@ fn data_in_buffer(info: &CommandInfo) -> Vec<u8> {
     }
 }
 
-/// HARDWARE ERROR, INTERNAL TARGET FAILURE: what a panic or a lost
-/// blocking task answers.
-fn internal_failure() -> CommandOutcome {
-    CommandOutcome {
-        status: ScsiStatus::CheckCondition,
-        sense: Some(Sense::from(crate::scsi::SenseReason::InternalTargetFailure).encode(false)),
-    }
-}
-
 /// Everything a running command needs to answer; one per connection,
 /// shared by its commands.
 pub struct ExecContext {
@@ -184,6 +175,15 @@ impl ExecContext {
         }
     }
 
+    /// HARDWARE ERROR, INTERNAL TARGET FAILURE: what a panic or a lost
+    /// blocking task answers, in the LU's sense format.
+    fn internal_failure(&self, lun: u64) -> Completion {
+        Completion::from(CommandOutcome {
+            status: ScsiStatus::CheckCondition,
+            sense: Some(self.luns.sense_for(lun, SenseReason::InternalTargetFailure)),
+        })
+    }
+
     /// Runs a command on the calling thread, which may block; a panic in
     /// the SCSI layer becomes HARDWARE ERROR, INTERNAL TARGET FAILURE.
     pub fn run_blocking(&self, info: &CommandInfo, data_out: &[u8]) -> Executed {
@@ -196,7 +196,7 @@ impl ExecContext {
         };
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
             tracing::error!(itt = info.itt, "command panicked");
-            (internal_failure().into(), Vec::new())
+            (self.internal_failure(info.lun), Vec::new())
         })
     }
 
@@ -247,7 +247,8 @@ impl ExecContext {
             done
         })
         .await;
-        let (outcome, data_in) = result.unwrap_or_else(|_| (internal_failure().into(), Vec::new()));
+        let (outcome, data_in) =
+            result.unwrap_or_else(|_| (self.internal_failure(cmd.info.lun), Vec::new()));
         self.finish(cmd, &outcome, data_in, exp_data_sn).await;
     }
 
