@@ -374,3 +374,81 @@ fn session_views_show_the_negotiated_digests_and_lengths() {
     );
     assert!(ietd.stop());
 }
+
+/// With a session budget of 1 MiB, eight pipelined 512 KiB writes are
+/// throttled (solicited two at a time), not refused: all complete and the
+/// data reads back.
+#[test]
+fn writes_beyond_the_budget_wait_and_then_complete() {
+    let mut cfg = mem_config(&["mem:16M"]);
+    cfg.memory.session_write_budget_mib = 1;
+    let t = InProcessTarget::start(cfg);
+    let mut o = LoginOptions::normal(TARGET);
+    o.extra = vec![
+        ("InitialR2T".into(), "Yes".into()),
+        ("ImmediateData".into(), "No".into()),
+    ];
+    let mut c = login(&t, &o);
+    let len = 512 * 1024;
+    let mut pending = std::collections::HashMap::new();
+    for i in 0..8u32 {
+        let cmd = c.command_bhs(0, &write10_cdb(i * 1024, 1024), false, true, len);
+        c.send(&cmd, &[]).unwrap();
+        pending.insert(cmd.itt(), i as u8 + 1);
+    }
+    let mut done = 0;
+    let mut solicited = std::collections::HashSet::new();
+    let mut solicited_before_first_answer = None;
+    while done < 8 {
+        let pdu = c.recv().expect("R2T or response");
+        c.track(&pdu.bhs);
+        match pdu.bhs.opcode() {
+            Some(Opcode::R2t) => {
+                let itt = pdu.bhs.itt();
+                solicited.insert(itt);
+                let fill = pending[&itt];
+                let (ttt, offset, want) = (
+                    pdu.bhs.u32_at(20),
+                    pdu.bhs.u32_at(40) as usize,
+                    pdu.bhs.u32_at(44) as usize,
+                );
+                let mut sent = 0;
+                let mut sn = 0;
+                while sent < want {
+                    let n = (want - sent).min(c.target_mrdsl);
+                    let last = sent + n == want;
+                    c.send_data_out(
+                        0,
+                        itt,
+                        ttt,
+                        sn,
+                        (offset + sent) as u32,
+                        last,
+                        &vec![fill; n],
+                    )
+                    .unwrap();
+                    sent += n;
+                    sn += 1;
+                }
+            }
+            Some(Opcode::ScsiResponse) => {
+                assert_eq!(pdu.bhs.0[3], 0, "write GOOD");
+                solicited_before_first_answer.get_or_insert(solicited.len());
+                done += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        solicited_before_first_answer,
+        Some(2),
+        "the 1 MiB budget solicits two 512 KiB writes at a time"
+    );
+    for i in 0..8u32 {
+        let back = c.read10(0, i * 1024, 1024, 512).unwrap();
+        assert!(
+            back.data.iter().all(|b| *b == i as u8 + 1),
+            "write {i} intact"
+        );
+    }
+}

@@ -55,6 +55,9 @@ impl TryRead for tokio::net::tcp::OwnedReadHalf {
     }
 }
 
+/// How often a connection whose writes wait for budget looks again.
+const BUDGET_RECHECK: Duration = Duration::from_millis(20);
+
 /// How long an initiator asked to log out has (Async Message parameter).
 const LOGOUT_GRACE: Duration = Duration::from_secs(3);
 
@@ -190,6 +193,9 @@ impl<R: AsyncRead + TryRead + Unpin> FullFeature<R> {
                     () = self.conn.logout_request.notified() => Wake::Logout,
                     () = inbox.notify.notified() => Wake::News,
                     () = freed.notified(), if wants_budget => Wake::Budget,
+                    // notify_waiters wakes only those already waiting: look
+                    // again now and then rather than miss a release.
+                    () = tokio::time::sleep(BUDGET_RECHECK), if wants_budget => Wake::Budget,
                     res = read => Wake::Pdu(res),
                     () = &mut timer, if armed.is_some() => Wake::Timer,
                 }
