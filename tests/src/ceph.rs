@@ -125,6 +125,21 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(stdout)
 }
 
+/// Runs `f` up to five times, a second apart, returning its first success or last error.
+fn retry<T>(mut f: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut tries = 1;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if tries >= 5 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// Whether `pid` runs (a zombie waiting for its reaper counts as gone).
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -159,8 +174,12 @@ impl Cluster {
             startup: Duration::ZERO,
             stop_on_drop: true,
         };
-        // Dropping `cluster` on an error below stops whatever already runs.
-        cluster.bootstrap(&fsid)?;
+        if let Err(e) = cluster.bootstrap(&fsid) {
+            // Stop what runs, keep the logs for the error report.
+            cluster.stop_on_drop = false;
+            let _ = cluster.stop();
+            return Err(e.context(format!("logs in {}/log", dir.display())));
+        }
         cluster.startup = t0.elapsed();
         Ok(cluster)
     }
@@ -176,15 +195,20 @@ impl Cluster {
             .args(["--mkfs", "-i", "a", "--monmap"])
             .arg(&monmap))?;
         run(self.daemon("ceph-mon").args(["-i", "a"]))?;
+        // A monitor that has just formed its quorum may still refuse a first client (EPERM,
+        // "wrong fsid"): ask again until it answers.
+        retry(|| self.ceph(&["mon", "stat"]))?;
         let osd_uuid = uuid()?;
-        let id = self.ceph(&["osd", "new", &osd_uuid])?;
+        // `osd new` with the same uuid is idempotent.
+        let id = retry(|| self.ceph(&["osd", "new", &osd_uuid]))?;
         if id.trim() != "0" {
             bail!("the new OSD got id {id:?}, expected 0");
         }
         run(self
             .daemon("ceph-osd")
             .args(["-i", "0", "--mkfs", "--osd-uuid", &osd_uuid]))?;
-        run(self.daemon("ceph-osd").args(["-i", "0"]))?;
+        // The OSD's first monitor commands meet the same race; it exits, and starts again.
+        retry(|| run(self.daemon("ceph-osd").args(["-i", "0"])))?;
         self.wait_osd_up(Duration::from_mins(1))?;
         self.ceph(&["osd", "pool", "create", POOL, "8"])?;
         self.ceph(&["osd", "pool", "application", "enable", POOL, "rbd"])?;

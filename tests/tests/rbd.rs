@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use iet::backend::rbd::{RbdBackend, RbdSpec};
+use iet::backend::{BackendErrorKind, BlockBackend, CompareOutcome};
 use iet_tests::ceph::{self, Cluster, IMAGE, POOL};
 use iet_tests::initiator::{Conn, LoginOptions};
 use iet_tests::inprocess::free_port;
@@ -108,7 +110,7 @@ fn pattern(lba: u32, blocks: u32) -> Vec<u8> {
 fn two_gateways(cluster: &Cluster, a: &Ietd, b: &Ietd, dir: &TempDir) {
     let mut ca = session(a, 1);
     let mut cb = session(b, 2);
-    let lbas = [0u32, 8, 4095, 8192 + 3, (1 << 21) - 16];
+    let lbas = [0u32, 64, 4095, 8192 + 3, (1 << 21) - 16];
     for &lba in &lbas {
         let data = pattern(lba, 16);
         // WRITE(10) with FUA (byte 1 bit 3): acknowledged only once flushed to the cluster.
@@ -125,7 +127,12 @@ fn two_gateways(cluster: &Cluster, a: &Ietd, b: &Ietd, dir: &TempDir) {
         assert_eq!(r.status, 0, "read at {lba} through B: {r:?}");
         assert!(
             r.data == pattern(lba, 16),
-            "gateway B reads what A wrote at {lba}"
+            "gateway B reads what A wrote at {lba}: {} bytes, first difference at {:?}",
+            r.data.len(),
+            r.data
+                .iter()
+                .zip(pattern(lba, 16))
+                .position(|(a, b)| *a != b)
         );
     }
     let export = dir.path("disk1.raw");
@@ -187,20 +194,102 @@ fn lun_added_live(cluster: &Cluster, a: &Ietd) {
     assert!(!missing.status.success(), "a missing image is not created");
 }
 
+/// The store itself on its own image: compare-and-write (match and miscompare offset),
+/// write-zeroes, discard reading back zeros, requests overlapping in librbd, and a resize by
+/// `rbd resize` seen through the header watch.
+fn backend_operations(cluster: &Cluster) {
+    cluster
+        .rbd(&["create", "--size", "16", &format!("{POOL}/store")])
+        .expect("rbd create store");
+    let spec = cluster.lun_spec("store");
+    let rbd = RbdBackend::open(RbdSpec::parse(spec.strip_prefix("rbd:").unwrap()).unwrap())
+        .expect("open rbd/store");
+    assert_eq!(rbd.size(), 16 << 20);
+    assert!(rbd.supports_compare_and_write() && rbd.supports_discard());
+
+    // librbd 16 compares and writes one 512-byte sector at a time.
+    let old = vec![0x11u8; 512];
+    let new = vec![0x22u8; 512];
+    rbd.write_at(&old, 8192, true).expect("write");
+    assert_eq!(
+        rbd.compare_and_write(&old, &new, 8192).expect("C&W"),
+        CompareOutcome::Written
+    );
+    let mut close = new.clone();
+    close[300] = 0x33;
+    assert_eq!(
+        rbd.compare_and_write(&close, &old, 8192).expect("C&W"),
+        CompareOutcome::Miscompare(300),
+        "librbd reports the offset of the first differing byte from the start"
+    );
+    let mut sector = vec![0u8; 512];
+    rbd.read_at(&mut sector, 8192).expect("read");
+    assert!(sector == new, "a miscompare writes nothing");
+    let big = rbd
+        .compare_and_write(&[0; 1024], &[1; 1024], 8192)
+        .expect_err("two sectors");
+    assert_eq!(big.kind(), BackendErrorKind::NotSupported);
+    let mut buf = vec![0u8; 4096];
+    let new = vec![0x22u8; 4096];
+
+    rbd.write_zeroes(8192, 4096).expect("write-zeroes");
+    rbd.read_at(&mut buf, 8192).expect("read");
+    assert!(buf.iter().all(|&b| b == 0), "write-zeroes zeroes");
+    rbd.write_at(&new, 1 << 20, false).expect("write");
+    rbd.discard((1 << 20) + 512, 1024).expect("discard");
+    rbd.read_at(&mut buf, 1 << 20).expect("read");
+    assert!(
+        buf[512..1536].iter().all(|&b| b == 0) && buf[..512] == new[..512],
+        "a partial discard reads back as zeros"
+    );
+
+    // Sixteen threads, one blocking request each at a time: librbd holds several at once.
+    std::thread::scope(|s| {
+        for t in 0..16u64 {
+            let rbd = &rbd;
+            s.spawn(move || {
+                let data = vec![t as u8; 65536];
+                for i in 0..8 {
+                    rbd.write_at(&data, (t * 8 + i) * 65536, false)
+                        .expect("write");
+                }
+            });
+        }
+    });
+    let max = rbd
+        .counters()
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::Relaxed);
+    println!("rbd store: up to {max} requests in flight at once");
+    assert!(max > 1, "concurrent callers overlap in librbd (max {max})");
+    rbd.flush().expect("flush");
+
+    cluster
+        .rbd(&["resize", "--size", "32", &format!("{POOL}/store")])
+        .expect("rbd resize");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rbd.size() != 32 << 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(rbd.size(), 32 << 20, "the header watch sees the resize");
+    assert_eq!(rbd.size_changes(), 1);
+}
+
 #[test]
 fn rbd_luns_on_a_one_node_cluster() {
     let t0 = Instant::now();
     let Some(cluster) = ceph::start_for_test("rbd") else {
         return;
     };
+    backend_operations(&cluster);
     let spec = cluster.lun_spec(IMAGE);
     let (dir_a, dir_b) = (TempDir::new("rbd-a"), TempDir::new("rbd-b"));
     let mut a = gateway(&dir_a, &spec);
-    scsi_family(&a);
     let mut b = gateway(&dir_b, &spec);
     two_gateways(&cluster, &a, &b, &dir_a);
-    lun_added_live(&cluster, &a);
     assert!(b.stop(), "gateway B exits cleanly:\n{}", b.log());
+    lun_added_live(&cluster, &a);
+    scsi_family(&a);
     assert!(a.stop(), "gateway A exits cleanly:\n{}", a.log());
     let startup = cluster.startup;
     drop(cluster);

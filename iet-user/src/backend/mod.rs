@@ -150,7 +150,8 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
     }
     /// Compare `compare` with the medium at `offset` and, if equal, write `write` there, as one
     /// atomic operation even against other gateways of a shared store (COMPARE AND WRITE,
-    /// SBC-4 §5.3). Stores without one refuse; the SCSI layer then compares under its own lock.
+    /// SBC-4 §5.3). Stores without one, or without one for this range, answer `NotSupported`;
+    /// the SCSI layer then compares under its own lock.
     fn compare_and_write(
         &self,
         _compare: &[u8],

@@ -3,7 +3,8 @@
 //!
 //! The store opens an existing image (never creates one). Writes with FUA are a write then
 //! a flush, UNMAP is a discard, zeroing is librbd's write-zeroes, and COMPARE AND WRITE is
-//! librbd's compare-and-write, atomic across every gateway of the image. The image's size
+//! librbd's compare-and-write, atomic across every gateway of the image (librbd 16 does that for
+//! one 512-byte sector, the size VMware's ATS uses; larger ranges report `NotSupported`). The image's size
 //! is followed through a header watch, so a resize by `rbd resize` is seen by
 //! [`BlockBackend::size`] and counted in [`RbdBackend::size_changes`].
 
@@ -19,6 +20,8 @@ use super::{BackendError, BackendErrorKind, BlockBackend, CompareOutcome, check_
 pub const DEFAULT_CONF: &str = "/etc/ceph/ceph.conf";
 /// The client name (`client.<id>`) unless `id=` says otherwise.
 pub const DEFAULT_ID: &str = "admin";
+/// The most librbd 16 compares and writes atomically: one aligned 512-byte sector.
+pub const CAW_SECTOR: u64 = 512;
 
 /// A parsed `rbd:` spec: `rbd:POOL/IMAGE` plus optional `?conf=PATH&id=NAME&keyring=PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +145,9 @@ impl RbdBackend {
         let mut options = vec![
             // Fail within seconds, not librados' 5 minutes, when no monitor answers.
             ("client_mount_timeout", "30"),
+            // No client-side cache: another gateway on the same image must read what this
+            // one acknowledged (ceph-iscsi's tcmu-runner turns it off for the same reason).
+            ("rbd_cache", "false"),
             // A discard must zero partial objects too: UNMAP'd blocks then read as zeros.
             ("rbd_skip_partial_discard", "false"),
         ];
@@ -272,6 +278,13 @@ impl BlockBackend for RbdBackend {
             ));
         }
         check_range(offset, write.len() as u64, self.size())?;
+        // librbd 16 (ImageCompareAndWriteRequest::prune_object_extents) refuses with EINVAL
+        // any compare-and-write that leaves one 512-byte sector: such ranges fall back.
+        if offset % CAW_SECTOR + write.len() as u64 > CAW_SECTOR {
+            return Err(BackendError::NotSupported(
+                "RBD compare and write beyond one 512-byte sector",
+            ));
+        }
         let c = &self.counters;
         let _f = InFlight::new(
             c,
