@@ -262,6 +262,11 @@ fn backend_operations(cluster: &Cluster) {
         .load(std::sync::atomic::Ordering::Relaxed);
     println!("rbd store: up to {max} requests in flight at once");
     assert!(max > 1, "concurrent callers overlap in librbd (max {max})");
+    let m = rbd.metrics();
+    let metric = |n: &str| m.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+    assert_eq!(metric("rbd_in_flight"), Some(0));
+    assert!(metric("rbd_writes").unwrap_or(0) >= 16 * 8, "{m:?}");
+    assert_eq!(metric("rbd_miscompares"), Some(1), "{m:?}");
     rbd.flush().expect("flush");
 
     cluster

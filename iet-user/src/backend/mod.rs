@@ -164,6 +164,10 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
     fn supports_compare_and_write(&self) -> bool {
         false
     }
+    /// Store-specific counters as (name, value) for metrics views (e.g. `rbd_in_flight`).
+    fn metrics(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
     /// Hint that a range will be read soon (PRE-FETCH). Best effort.
     fn prefetch(&self, _offset: u64, _len: u64) -> Result<(), BackendError> {
         Ok(())

@@ -71,7 +71,8 @@ impl fmt::Display for RbdSpec {
     }
 }
 
-/// Requests and bytes that went through one image on this gateway.
+/// Requests and bytes that went through one image on this gateway (the per-gateway RBD
+/// metrics, also reported through [`BlockBackend::metrics`]).
 #[derive(Debug, Default)]
 pub struct RbdCounters {
     pub reads: AtomicU64,
@@ -306,6 +307,26 @@ impl BlockBackend for RbdBackend {
 
     fn supports_compare_and_write(&self) -> bool {
         true
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("rbd_reads", get(&c.reads)),
+            ("rbd_writes", get(&c.writes)),
+            ("rbd_flushes", get(&c.flushes)),
+            ("rbd_discards", get(&c.discards)),
+            ("rbd_compare_and_writes", get(&c.compare_and_writes)),
+            ("rbd_miscompares", get(&c.miscompares)),
+            ("rbd_read_bytes", get(&c.read_bytes)),
+            ("rbd_write_bytes", get(&c.write_bytes)),
+            ("rbd_errors", get(&c.errors)),
+            ("rbd_in_flight", get(&c.in_flight)),
+            ("rbd_max_in_flight", get(&c.max_in_flight)),
+            ("rbd_size_bytes", self.size()),
+            ("rbd_size_changes", self.size_changes()),
+        ]
     }
 }
 
