@@ -118,6 +118,11 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
     fn nowait_writes(&self) -> bool {
         false
     }
+    /// Whether buffered writes do best one at a time on the LU's write lane (a local file's
+    /// inode lock). A networked store (RBD) wants them in flight together instead.
+    fn serial_writes(&self) -> bool {
+        true
+    }
     /// Make every completed write durable (SYNCHRONIZE CACHE).
     fn flush(&self) -> Result<(), BackendError>;
     /// Deallocate a byte range; it reads as zeros afterwards.

@@ -14,7 +14,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BackendError, BackendErrorKind, BlockBackend, CompareOutcome, check_range};
+use super::{BackendError, BackendErrorKind, BlockBackend, CompareOutcome, check_range, nowait};
 
 /// Where the cluster's configuration is read from unless `conf=` says otherwise.
 pub const DEFAULT_CONF: &str = "/etc/ceph/ceph.conf";
@@ -178,6 +178,19 @@ impl RbdBackend {
         &self.counters
     }
 
+    /// Every librbd call waits on the network: inside a non-blocking attempt (a read tried on
+    /// the reactor thread) the store refuses, and the transport retries on the blocking pool.
+    fn refuse_in_attempt() -> Result<(), BackendError> {
+        if nowait::active() {
+            nowait::would_block();
+            return Err(BackendError::io(
+                "non-blocking attempt",
+                io::Error::from(io::ErrorKind::WouldBlock),
+            ));
+        }
+        Ok(())
+    }
+
     fn fail(&self, context: &'static str, e: io::Error) -> BackendError {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
         BackendError::io(context, e)
@@ -194,6 +207,7 @@ impl BlockBackend for RbdBackend {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+        Self::refuse_in_attempt()?;
         check_range(offset, buf.len() as u64, self.size())?;
         let c = &self.counters;
         let _f = InFlight::new(c, &c.reads, Some((&c.read_bytes, buf.len())));
@@ -213,6 +227,7 @@ impl BlockBackend for RbdBackend {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError> {
+        Self::refuse_in_attempt()?;
         check_range(offset, buf.len() as u64, self.size())?;
         let c = &self.counters;
         {
@@ -228,13 +243,21 @@ impl BlockBackend for RbdBackend {
         Ok(())
     }
 
+    /// librbd keeps many writes in flight; a lane would send them one at a time (measured at
+    /// 4 KiB QD32 on the one-node cluster: about half the IOPS of WCE off, which skips the lane).
+    fn serial_writes(&self) -> bool {
+        false
+    }
+
     fn flush(&self) -> Result<(), BackendError> {
+        Self::refuse_in_attempt()?;
         let c = &self.counters;
         let _f = InFlight::new(c, &c.flushes, None);
         self.image.flush().map_err(|e| self.fail("RBD flush", e))
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        Self::refuse_in_attempt()?;
         check_range(offset, len, self.size())?;
         let c = &self.counters;
         let _f = InFlight::new(c, &c.discards, None);
@@ -248,6 +271,7 @@ impl BlockBackend for RbdBackend {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        Self::refuse_in_attempt()?;
         check_range(offset, len, self.size())?;
         let c = &self.counters;
         let n = usize::try_from(len).map_err(|_| BackendError::OutOfRange {
@@ -262,6 +286,7 @@ impl BlockBackend for RbdBackend {
     }
 
     fn resize(&self, new_size: u64) -> Result<(), BackendError> {
+        Self::refuse_in_attempt()?;
         self.image
             .resize(new_size)
             .map_err(|e| self.fail("RBD resize", e))
@@ -273,6 +298,7 @@ impl BlockBackend for RbdBackend {
         write: &[u8],
         offset: u64,
     ) -> Result<CompareOutcome, BackendError> {
+        Self::refuse_in_attempt()?;
         if compare.len() != write.len() {
             return Err(BackendError::InvalidSpec(
                 "compare and write buffers differ in length".to_owned(),
