@@ -382,3 +382,37 @@ pub fn start_for_test(test: &str) -> Option<Cluster> {
     );
     Some(cluster)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_the_recipe_and_attach_reads_it_back() {
+        let dir = std::env::temp_dir().join(format!("iet-ceph-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mon = SocketAddr::from(([127, 0, 0, 1], 6790));
+        let text = config(&dir, "f00", mon);
+        for line in [
+            "mon host = v1:127.0.0.1:6790",
+            "ms bind msgr2 = false",
+            "auth client required = none",
+            "mon allow pool size one = true",
+            "osd objectstore = memstore",
+            "memstore device bytes = 2147483648",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        std::fs::write(dir.join("ceph.conf"), &text).unwrap();
+        let c = Cluster::attach(&dir).expect("attach");
+        assert_eq!(c.mon, mon);
+        assert!(c.pids().is_empty(), "nothing runs in a fresh directory");
+        assert!(c.lun_spec("disk1").starts_with("rbd:rbd/disk1?conf=/"));
+        drop(c);
+        assert!(
+            dir.exists(),
+            "an attached cluster leaves its directory alone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
