@@ -195,8 +195,7 @@ impl Cluster {
             .args(["--mkfs", "-i", "a", "--monmap"])
             .arg(&monmap))?;
         run(self.daemon("ceph-mon").args(["-i", "a"]))?;
-        // A monitor that has just formed its quorum may still refuse a first client (EPERM,
-        // "wrong fsid"): ask again until it answers.
+        // The monitor may still be forming its quorum: ask until it answers.
         retry(|| self.ceph(&["mon", "stat"]))?;
         let osd_uuid = uuid()?;
         // `osd new` with the same uuid is idempotent.
@@ -207,7 +206,8 @@ impl Cluster {
         run(self
             .daemon("ceph-osd")
             .args(["-i", "0", "--mkfs", "--osd-uuid", &osd_uuid]))?;
-        // The OSD's first monitor commands meet the same race; it exits, and starts again.
+        // The OSD's first monitor commands can meet the same zero-fsid race as the CLI (see
+        // `ceph`): it then exits ("wrong fsid"), and starts again.
         retry(|| run(self.daemon("ceph-osd").args(["-i", "0"])))?;
         self.wait_osd_up(Duration::from_mins(1))?;
         self.ceph(&["osd", "pool", "create", POOL, "8"])?;
@@ -252,11 +252,28 @@ impl Cluster {
     }
 
     /// Runs the `ceph` CLI against this cluster and returns its stdout.
+    ///
+    /// Now and then the CLI sends its first command before it has the monitor map, with a
+    /// zero fsid, and the monitor answers EPERM ("problem getting command descriptions",
+    /// "handle_command on fsid 0000.." in its log): such calls are made again.
     pub fn ceph(&self, args: &[&str]) -> anyhow::Result<String> {
-        run(self
-            .daemon("ceph")
-            .args(["--connect-timeout", "30"])
-            .args(args))
+        let mut tries = 0;
+        loop {
+            let out = run(self
+                .daemon("ceph")
+                .args(["--connect-timeout", "30"])
+                .args(args));
+            match out {
+                Err(e)
+                    if tries < 5
+                        && format!("{e:#}").contains("problem getting command descriptions") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Runs the `rbd` CLI against this cluster and returns its stdout.

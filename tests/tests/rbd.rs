@@ -1,7 +1,8 @@
 //! RBD-backed LUNs on a real one-node Ceph cluster that the test starts and stops by PID:
 //! libiscsi's SCSI family (the SBC and SPC suites), data written through one ietd read back
 //! through a second ietd on the same image ("two gateways") and by `rbd export`, and an RBD
-//! LUN added live with `ietadm lun new --path rbd:..`. Without Ceph it skips, except in CI.
+//! LUN added live with `ietadm lun new --path rbd:..`; gateway A takes its LUN from `--lun`,
+//! gateway B from an ietd.conf. Without Ceph it skips, except in CI.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -30,6 +31,29 @@ fn gateway(dir: &TempDir, spec: &str) -> Ietd {
             IQN,
             "--lun",
             spec,
+            "--ebpf",
+            "off",
+        ],
+    )
+}
+
+/// A gateway configured by IET's ietd.conf: `Lun 0 Path=rbd:..` works there too.
+fn gateway_from_ietd_conf(dir: &TempDir, spec: &str) -> Ietd {
+    let portal = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let conf = dir.path("ietd.conf");
+    std::fs::write(
+        &conf,
+        format!("Target {IQN}\n\tLun 0 Path={spec},Type=fileio\n"),
+    )
+    .expect("write ietd.conf");
+    Ietd::start(
+        dir,
+        portal,
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--portal",
+            &portal.to_string(),
             "--ebpf",
             "off",
         ],
@@ -290,7 +314,7 @@ fn rbd_luns_on_a_one_node_cluster() {
     let spec = cluster.lun_spec(IMAGE);
     let (dir_a, dir_b) = (TempDir::new("rbd-a"), TempDir::new("rbd-b"));
     let mut a = gateway(&dir_a, &spec);
-    let mut b = gateway(&dir_b, &spec);
+    let mut b = gateway_from_ietd_conf(&dir_b, &spec);
     two_gateways(&cluster, &a, &b, &dir_a);
     assert!(b.stop(), "gateway B exits cleanly:\n{}", b.log());
     lun_added_live(&cluster, &a);
