@@ -185,7 +185,8 @@ fn two_gateways(cluster: &Cluster, a: &Ietd, b: &Ietd, dir: &TempDir) {
     cb.logout().expect("logout B");
 }
 
-/// `ietadm lun new --path rbd:..` opens a second image live; READ CAPACITY shows its size.
+/// `ietadm lun new --path rbd:..` opens a second image live; READ CAPACITY shows its size;
+/// `ietadm lun resize` resizes the image in the cluster.
 fn lun_added_live(cluster: &Cluster, a: &Ietd) {
     cluster
         .rbd(&["create", "--size", "64", &format!("{POOL}/disk2")])
@@ -204,6 +205,21 @@ fn lun_added_live(cluster: &Cluster, a: &Ietd) {
         (64 << 20) / u64::from(BS),
         "disk2 has 64 MiB"
     );
+    // `ietadm lun resize` resizes the image itself; the initiator hears of it by UA.
+    a.adm_ok(&[
+        "lun", "resize", "--target", IQN, "--lun", "1", "--size", "128M",
+    ]);
+    let seen = c
+        .clear_unit_attention(1)
+        .expect("TEST UNIT READY after resize");
+    assert!(
+        seen.contains(&(0x2a, 0x09)),
+        "CAPACITY DATA HAS CHANGED after the resize: {seen:?}"
+    );
+    let info = cluster
+        .rbd(&["info", &format!("{POOL}/disk2")])
+        .expect("rbd info");
+    assert!(info.contains("size 128 MiB"), "{info}");
     c.logout().expect("logout");
     let missing = a.adm(&[
         "lun",
