@@ -3,6 +3,7 @@
 //! loopback TCP ceiling (iperf3) in the same run; ietd's eBPF variants
 //! side by side. Writes target/bench/results.{md,json} and an SVG plot.
 //! `--smoke` runs every workload for about a second (CI), no thresholds.
+//! `--rbd` runs only the RBD section (bench/rbd.rs) on a one-node Ceph cluster.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::prereq::{self, run, step};
+
+mod rbd;
 
 const IQN: &str = "iqn.2026-11.io.iet:bench";
 const TGT_IQN: &str = "iqn.2026-11.io.tgt:bench";
@@ -520,6 +523,9 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
         "iet-tests",
         "--bins",
     ]))?;
+    if args.iter().any(|a| a == "--rbd") {
+        return rbd::bench(&root, seconds, smoke);
+    }
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let iet_img = out_dir.join("iet.img");

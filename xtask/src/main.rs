@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod ceph;
 mod fuzz;
 mod prereq;
 mod run;
@@ -47,6 +48,14 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         seconds: u32,
     },
+    /// A one-node Ceph cluster for RBD LUNs (state under target/ceph).
+    Ceph {
+        #[command(subcommand)]
+        action: ceph::Action,
+        /// Directory holding the cluster's configuration, data, logs and pid files.
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
         Command::Test { args } => test::test(&args),
         Command::Bench { args } => bench::bench(&args),
         Command::Fuzz { seconds } => fuzz::fuzz(seconds),
+        Command::Ceph { action, dir } => ceph::ceph(&action, dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,6 +102,8 @@ pub fn for_build() -> anyhow::Result<()> {
     } else {
         apt(BUILD_PACKAGES)?;
     }
+    // iet-user links librbd and librados for RBD LUNs.
+    apt(&["librbd-dev"])?;
     bpf_linker()?;
     bpffs()
 }
@@ -109,7 +111,8 @@ pub fn for_build() -> anyhow::Result<()> {
 /// Everything the tests need.
 pub fn for_test() -> anyhow::Result<()> {
     for_build()?;
-    apt(TEST_PACKAGES)
+    apt(TEST_PACKAGES)?;
+    apt(crate::ceph::cluster::PACKAGES)
 }
 
 /// The cargo that runs xtask.

@@ -4,6 +4,8 @@
 mod file;
 mod memory;
 mod pr_file;
+#[cfg(feature = "rbd")]
+pub mod rbd;
 
 use std::fmt;
 use std::io;
@@ -82,6 +84,15 @@ pub struct Extent {
     pub len: u64,
 }
 
+/// Result of [`BlockBackend::compare_and_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOutcome {
+    /// The medium matched and the new data is written.
+    Written,
+    /// Nothing written: the first differing byte is this many bytes after the offset.
+    Miscompare(u64),
+}
+
 /// Synchronous positional block I/O. Called from blocking threads, so methods may block.
 pub trait BlockBackend: Send + Sync + fmt::Debug {
     /// Human-readable spec (`mem:256M`, a path) for management views.
@@ -107,6 +118,11 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
     fn nowait_writes(&self) -> bool {
         false
     }
+    /// Whether buffered writes do best one at a time on the LU's write lane (a local file's
+    /// inode lock). A networked store (RBD) wants them in flight together instead.
+    fn serial_writes(&self) -> bool {
+        true
+    }
     /// Make every completed write durable (SYNCHRONIZE CACHE).
     fn flush(&self) -> Result<(), BackendError>;
     /// Deallocate a byte range; it reads as zeros afterwards.
@@ -123,6 +139,39 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
             mapped: true,
             len: self.size().saturating_sub(offset),
         })
+    }
+    /// Write zeros over a byte range (WRITE SAME with zeros); the range stays allocated.
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<(), BackendError> {
+        const CHUNK: u64 = 1 << 20;
+        check_range(offset, len, self.size())?;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            self.write_at(&zeros[..n as usize], offset + done, false)?;
+            done += n;
+        }
+        Ok(())
+    }
+    /// Compare `compare` with the medium at `offset` and, if equal, write `write` there, as one
+    /// atomic operation even against other gateways of a shared store (COMPARE AND WRITE,
+    /// SBC-4 §5.3). Stores without one, or without one for this range, answer `NotSupported`;
+    /// the SCSI layer then compares under its own lock.
+    fn compare_and_write(
+        &self,
+        _compare: &[u8],
+        _write: &[u8],
+        _offset: u64,
+    ) -> Result<CompareOutcome, BackendError> {
+        Err(BackendError::NotSupported("compare and write"))
+    }
+    /// Whether [`BlockBackend::compare_and_write`] is implemented.
+    fn supports_compare_and_write(&self) -> bool {
+        false
+    }
+    /// Store-specific counters as (name, value) for metrics views (e.g. `rbd_in_flight`).
+    fn metrics(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
     }
     /// Hint that a range will be read soon (PRE-FETCH). Best effort.
     fn prefetch(&self, _offset: u64, _len: u64) -> Result<(), BackendError> {
@@ -150,9 +199,12 @@ pub fn parse_size(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// Open a backing store from a spec: `mem:SIZE` for RAM, otherwise a path to an
-/// existing regular file or block device.
+/// Open a backing store from a spec: `mem:SIZE` for RAM, `rbd:POOL/IMAGE[?conf=..&id=..&keyring=..]`
+/// for an existing Ceph RBD image, otherwise a path to an existing regular file or block device.
 pub fn open_backend(spec: &str) -> Result<Arc<dyn BlockBackend>, BackendError> {
+    if let Some(rest) = spec.strip_prefix("rbd:") {
+        return open_rbd(spec, rest);
+    }
     if let Some(size) = spec.strip_prefix("mem:") {
         let size = parse_size(size).ok_or_else(|| BackendError::InvalidSpec(spec.to_owned()))?;
         return Ok(Arc::new(MemoryBackend::new(size)));
@@ -169,10 +221,24 @@ pub fn open_backend_for(
     spec: &str,
     read_only: bool,
 ) -> Result<Arc<dyn BlockBackend>, BackendError> {
-    if !read_only || spec.starts_with("mem:") || spec.is_empty() {
+    if !read_only || spec.starts_with("mem:") || spec.starts_with("rbd:") || spec.is_empty() {
         return open_backend(spec);
     }
     Ok(Arc::new(FileBackend::open_read_only(spec.as_ref())?))
+}
+
+#[cfg(feature = "rbd")]
+fn open_rbd(spec: &str, rest: &str) -> Result<Arc<dyn BlockBackend>, BackendError> {
+    let parsed =
+        rbd::RbdSpec::parse(rest).ok_or_else(|| BackendError::InvalidSpec(spec.to_owned()))?;
+    Ok(Arc::new(rbd::RbdBackend::open(parsed)?))
+}
+
+#[cfg(not(feature = "rbd"))]
+fn open_rbd(_spec: &str, _rest: &str) -> Result<Arc<dyn BlockBackend>, BackendError> {
+    Err(BackendError::NotSupported(
+        "RBD (built without the `rbd` feature)",
+    ))
 }
 
 /// Like [`open_backend`], but a missing regular file is created (sparse) with `size` bytes.
@@ -180,7 +246,7 @@ pub fn open_or_create_backend(
     spec: &str,
     size: u64,
 ) -> Result<Arc<dyn BlockBackend>, BackendError> {
-    if spec.starts_with("mem:") {
+    if spec.starts_with("mem:") || spec.starts_with("rbd:") {
         return open_backend(spec);
     }
     Ok(Arc::new(FileBackend::open(spec.as_ref(), Some(size))?))
