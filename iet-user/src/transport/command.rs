@@ -290,7 +290,7 @@ impl ExecContext {
         let took = started.elapsed();
         self.session.stats.record(kind, bytes, ok, took);
         if let Some(t) = self.session.target() {
-            t.stats.record(kind, bytes, ok, took);
+            t.stats.record_lun(info.lun_number(), kind, bytes, ok, took);
         }
     }
 
