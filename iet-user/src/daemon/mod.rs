@@ -97,8 +97,19 @@ pub async fn run(
             );
         }
     }
+    if config.isns_access_control {
+        warn!("isns_access_control is not enforced: logins are not checked against iSNS");
+    }
+    let isns = config
+        .isns_server
+        .clone()
+        .map(|server| crate::isns::start(server, registry.clone(), shutdown.clone()));
     shutdown.cancelled().await;
     info!("shutting down");
+    if let Some(isns) = isns {
+        // The task deregisters on cancel; let the DevDereg go out.
+        let _ = tokio::time::timeout(Duration::from_secs(6), isns).await;
+    }
     if tokio::time::timeout(Duration::from_secs(10), server.wait())
         .await
         .is_err()

@@ -439,6 +439,11 @@ impl Daemon {
             ("control", new.control != b.control),
             ("state_dir", new.state_dir != b.state_dir),
             ("metrics", new.metrics != b.metrics),
+            ("isns_server", new.isns_server != b.isns_server),
+            (
+                "isns_access_control",
+                new.isns_access_control != b.isns_access_control,
+            ),
         ] {
             if differs {
                 report.restart_needed.push(name.to_owned());
