@@ -2,6 +2,7 @@
 //! data plane, serve the portals, and shut everything down on a signal.
 
 mod build;
+mod reload;
 pub mod state;
 
 use std::path::PathBuf;
