@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod isns;
 pub mod proto;
 pub mod scsi;
 pub mod target;

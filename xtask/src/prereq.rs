@@ -9,7 +9,14 @@ use anyhow::{Context, bail};
 /// Debian packages for building the eBPF object.
 pub const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev"];
 /// Debian packages the end-to-end tests and benchmarks use.
-pub const TEST_PACKAGES: &[&str] = &["libiscsi-bin", "bpftool", "tgt", "iperf3"];
+pub const TEST_PACKAGES: &[&str] = &[
+    "libiscsi-bin",
+    "bpftool",
+    "tgt",
+    "iperf3",
+    "open-isns-server",
+    "open-isns-utils",
+];
 pub const BPF_LINKER_VERSION: &str = "0.13";
 
 pub fn is_root() -> bool {

@@ -67,7 +67,7 @@ fn account(path: &Path, n: usize, key: &str, rest: &[&str]) -> Result<ChapAccoun
 }
 
 /// Parses ietd.conf. Settings IET had but iet does not need (Wthreads,
-/// iSNS) are logged as ignored.
+/// markers) are logged as ignored.
 pub fn parse_ietd_conf(path: &Path, text: &str) -> Result<Config, ConfigError> {
     let mut cfg = Config::default();
     let mut current: Option<TargetConfig> = None;
@@ -105,8 +105,15 @@ pub fn parse_ietd_conf(path: &Path, text: &str) -> Result<Config, ConfigError> {
             match key {
                 "IncomingUser" => cfg.discovery.incoming.push(account(path, n, key, rest)?),
                 "OutgoingUser" => cfg.discovery.outgoing = Some(account(path, n, key, rest)?),
-                "iSNSServer" | "iSNSAccessControl" => {
-                    tracing::warn!("{}:{n}: {key} is ignored", path.display());
+                "iSNSServer" => cfg.isns_server = Some(value()?.to_owned()),
+                "iSNSAccessControl" => {
+                    cfg.isns_access_control = yes_no(path, n, key, value()?)?;
+                    if cfg.isns_access_control {
+                        tracing::warn!(
+                            "{}:{n}: iSNSAccessControl is not enforced by iet",
+                            path.display()
+                        );
+                    }
                 }
                 _ => return Err(err(path, n, format!("{key} is not valid outside a Target"))),
             }
@@ -266,6 +273,8 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "\
+iSNSServer 192.0.2.1:3205
+iSNSAccessControl No
 IncomingUser disco discosecret
 Target iqn.2026-11.io.iet:a
 \tIncomingUser joe secretsecret
@@ -284,6 +293,8 @@ Target iqn.2026-11.io.iet:b
     fn parses_targets_luns_and_accounts() {
         let cfg = parse_ietd_conf(Path::new("ietd.conf"), SAMPLE).unwrap();
         assert_eq!(cfg.discovery.incoming[0].user, "disco");
+        assert_eq!(cfg.isns_server.as_deref(), Some("192.0.2.1:3205"));
+        assert!(!cfg.isns_access_control);
         assert_eq!(cfg.targets.len(), 2);
         let a = &cfg.targets[0];
         assert_eq!(a.alias.as_deref(), Some("First"));

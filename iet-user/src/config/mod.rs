@@ -35,6 +35,14 @@ pub struct Config {
     /// times as long); 0 always sleeps, saving CPU at QD1 latency's cost.
     #[serde(default = "default_busy_poll_us")]
     pub busy_poll_us: u32,
+    /// iSNS server to register with (RFC 4171; IET's iSNSServer):
+    /// `host`, `host:port` or `[v6]:port`, port 3205 by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isns_server: Option<String>,
+    /// IET's iSNSAccessControl: read and kept, but not yet enforced (the
+    /// server's discovery domains do not restrict logins).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isns_access_control: bool,
     #[serde(default)]
     pub discovery: DiscoveryConfig,
     #[serde(default)]
@@ -54,6 +62,8 @@ impl Default for Config {
             state_dir: default_state_dir(),
             metrics: None,
             busy_poll_us: default_busy_poll_us(),
+            isns_server: None,
+            isns_access_control: false,
             discovery: DiscoveryConfig::default(),
             memory: MemoryConfig::default(),
             limits: crate::target::limits::LimitSettings::default(),

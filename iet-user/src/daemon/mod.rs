@@ -2,6 +2,7 @@
 //! data plane, serve the portals, and shut everything down on a signal.
 
 mod build;
+mod reload;
 pub mod state;
 
 use std::path::PathBuf;
@@ -99,8 +100,19 @@ pub async fn run(
             );
         }
     }
+    if config.isns_access_control {
+        warn!("isns_access_control is not enforced: logins are not checked against iSNS");
+    }
+    let isns = config
+        .isns_server
+        .clone()
+        .map(|server| crate::isns::start(server, registry.clone(), shutdown.clone()));
     shutdown.cancelled().await;
     info!("shutting down");
+    if let Some(isns) = isns {
+        // The task deregisters on cancel; let the DevDereg go out.
+        let _ = tokio::time::timeout(Duration::from_secs(6), isns).await;
+    }
     if tokio::time::timeout(Duration::from_secs(10), server.wait())
         .await
         .is_err()

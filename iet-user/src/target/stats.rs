@@ -1,7 +1,9 @@
 //! Command counters and latency histograms, kept per session and summed
-//! per target for `ietadm stats` and the Prometheus endpoint.
+//! per target (and per LUN of the target) for `ietadm stats` and Prometheus.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in microseconds.
@@ -28,9 +30,42 @@ pub struct CommandStats {
     /// Cumulative-free bucket counts; the last slot is +Inf.
     pub latency: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     pub latency_sum_us: AtomicU64,
+    /// The same, per LUN number (filled by [`CommandStats::record_lun`]).
+    pub per_lun: RwLock<BTreeMap<u64, Arc<CommandStats>>>,
 }
 
 impl CommandStats {
+    /// Records a command in these totals and in its LUN's; a LUN's entry
+    /// is made on its first command, later ones only take the read lock.
+    pub fn record_lun(&self, lun: u64, kind: CommandKind, bytes: u64, ok: bool, took: Duration) {
+        self.record(kind, bytes, ok, took);
+        let known = self
+            .per_lun
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&lun)
+            .cloned();
+        let per = known.unwrap_or_else(|| {
+            self.per_lun
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(lun)
+                .or_default()
+                .clone()
+        });
+        per.record(kind, bytes, ok, took);
+    }
+
+    /// Snapshots per LUN, in LUN order.
+    pub fn lun_snapshots(&self) -> Vec<(u64, StatsSnapshot)> {
+        self.per_lun
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(lun, s)| (*lun, s.snapshot()))
+            .collect()
+    }
+
     pub fn record(&self, kind: CommandKind, bytes: u64, ok: bool, took: Duration) {
         let (count, sum) = match kind {
             CommandKind::Read => (&self.reads, Some(&self.read_bytes)),
@@ -119,5 +154,19 @@ mod tests {
         );
         assert_eq!(snap.latency[1], 1, "80 µs falls in the 100 µs bucket");
         assert_eq!(*snap.latency.last().unwrap(), 1, "10 s is +Inf");
+    }
+
+    #[test]
+    fn per_lun_histograms() {
+        let s = CommandStats::default();
+        s.record_lun(0, CommandKind::Read, 512, true, Duration::from_micros(10));
+        s.record_lun(3, CommandKind::Write, 512, true, Duration::from_millis(3));
+        s.record_lun(3, CommandKind::Write, 512, true, Duration::from_millis(3));
+        assert_eq!(s.snapshot().commands(), 3);
+        let luns = s.lun_snapshots();
+        assert_eq!(luns.len(), 2);
+        assert_eq!((luns[0].0, luns[0].1.reads), (0, 1));
+        assert_eq!((luns[1].0, luns[1].1.writes), (3, 2));
+        assert_eq!(luns[1].1.latency[6], 2, "3 ms falls in the 5 ms bucket");
     }
 }

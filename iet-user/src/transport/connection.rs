@@ -108,6 +108,10 @@ async fn full_feature(
         }
         let (reader, writer_half) = stream.into_split();
         let (tx, rx) = Writer::channel(TX_QUEUE);
+        // The socket closes when the last sender goes: this one is dropped
+        // only after the session has been left, so an initiator that sees
+        // the close (after a logout, say) never finds the session still up.
+        let keep_open = tx.clone();
         let writer = Writer {
             digests: decoder.digests,
             stat_sn: Arc::new(AtomicU32::new(stat_sn)),
@@ -170,6 +174,7 @@ async fn full_feature(
         // theirs until they finish, so do not wait for it.
         drop(writer_task);
         registry.leave_session(&session, cid, &conn);
+        drop(keep_open);
     }
     .instrument(span)
     .await;

@@ -301,7 +301,7 @@ impl ExecContext {
         let took = info.started.elapsed();
         self.session.stats.record(kind, bytes, ok, took);
         if let Some(t) = self.session.target() {
-            t.stats.record(kind, bytes, ok, took);
+            t.stats.record_lun(info.lun, kind, bytes, ok, took);
         }
     }
 

@@ -222,6 +222,36 @@ mod tests {
         assert_eq!(p.ours(Key::TargetName), None);
     }
 
+    /// Each row's type fits its key's result function in the key table.
+    #[test]
+    fn rows_fit_their_keys() {
+        use super::super::table::{KEYS, Kind};
+        let p = TargetParams::default();
+        let mut rows = 0;
+        for def in KEYS {
+            let Some(ours) = p.ours(def.key) else {
+                continue;
+            };
+            rows += 1;
+            let fits = match &ours {
+                Ours::Number(_) => {
+                    matches!(def.kind, Kind::Min | Kind::Max | Kind::Declarative)
+                        && matches!(def.range, Range::Number { .. })
+                }
+                Ours::Bool(_) => matches!(def.kind, Kind::And | Kind::Or),
+                Ours::List(values) => match (def.kind, def.range) {
+                    (Kind::List, Range::Values(allowed)) => {
+                        values.iter().all(|v| allowed.contains(v))
+                    }
+                    (Kind::Special, Range::Any) => true,
+                    _ => false,
+                },
+            };
+            assert!(fits, "{}: {:?} for a {:?} key", def.name, ours, def.kind);
+        }
+        assert_eq!(rows, 13, "rows tied to a key");
+    }
+
     #[test]
     fn ranges_come_from_the_key_table_or_the_row() {
         let p = TargetParams {
