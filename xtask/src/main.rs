@@ -1,9 +1,10 @@
-//! `cargo xtask run|build|test|bench|fuzz`: one module per command, all
+//! `cargo xtask run|build|test|bench|fuzz|image`: one module per command, all
 //! sharing the prerequisite step that installs what a fresh machine lacks.
 
 mod bench;
 mod build;
 mod fuzz;
+mod image;
 mod prereq;
 mod run;
 mod test;
@@ -41,6 +42,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the container image iet:latest locally (no registry needed).
+    Image(image::ImageArgs),
     /// Run each fuzz target for a while (cargo-fuzz, libFuzzer).
     Fuzz {
         /// Seconds per target.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Test { args } => test::test(&args),
         Command::Bench { args } => bench::bench(&args),
         Command::Fuzz { seconds } => fuzz::fuzz(seconds),
+        Command::Image(args) => image::image(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

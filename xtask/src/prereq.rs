@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 pub const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev"];
 /// Debian packages the end-to-end tests and benchmarks use.
 pub const TEST_PACKAGES: &[&str] = &["libiscsi-bin", "bpftool", "tgt", "iperf3"];
+/// Debian packages for the container image and its test (Docker 20.10).
+pub const CONTAINER_PACKAGES: &[&str] = &["docker.io"];
 pub const BPF_LINKER_VERSION: &str = "0.13";
 
 pub fn is_root() -> bool {
@@ -109,7 +111,8 @@ pub fn for_build() -> anyhow::Result<()> {
 /// Everything the tests need.
 pub fn for_test() -> anyhow::Result<()> {
     for_build()?;
-    apt(TEST_PACKAGES)
+    apt(TEST_PACKAGES)?;
+    apt(CONTAINER_PACKAGES)
 }
 
 /// The cargo that runs xtask.
