@@ -2,9 +2,11 @@
 //! the programs, the pinned maps, and the stream of close events. With
 //! eBPF off or unavailable every method is a cheap no-op.
 
+pub mod cgroup;
 mod events;
 mod loader;
 
+pub use cgroup::{in_container, instance_pin_dir};
 pub use loader::default_cgroup;
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,7 +39,8 @@ pub struct DataplaneConfig {
     pub mode: EbpfMode,
     pub pin_dir: PathBuf,
     /// cgroup v2 directory for sock_ops; `None`: the root of the hierarchy
-    /// this process sees (its container's, inside one).
+    /// on a host, the container's own cgroup inside one (never the host's
+    /// root from a container).
     pub cgroup: Option<PathBuf>,
     pub portals: Vec<SocketAddr>,
 }
@@ -109,7 +112,8 @@ impl Dataplane {
     }
 
     /// Off: disabled. Auto: attached, or disabled after one warning saying
-    /// why. On: attached, or an error saying why.
+    /// why. On: attached, or an error saying why. In a container that sees
+    /// only the host's root cgroup: an error whatever the mode.
     pub fn start(cfg: &DataplaneConfig) -> anyhow::Result<Dataplane> {
         if cfg.mode == EbpfMode::Off {
             return Ok(Dataplane::disabled());
@@ -122,6 +126,14 @@ impl Dataplane {
                 };
                 dp.set_portals(&cfg.portals)?;
                 Ok(dp)
+            }
+            // Seeing the host's root from a container is a mistake in how
+            // it was started, not a missing capability: never serve on.
+            Err(e)
+                if e.downcast_ref::<cgroup::CgroupError>()
+                    .is_some_and(|c| matches!(c, cgroup::CgroupError::HostRoot(_))) =>
+            {
+                Err(e)
             }
             Err(e) if cfg.mode == EbpfMode::Auto => {
                 warn!("eBPF data plane unavailable, serving on plain sockets: {e:#}");
