@@ -1,5 +1,6 @@
 //! A scripted Rust initiator and helpers for iet's end-to-end tests.
 
+pub mod container;
 pub mod initiator;
 pub mod inprocess;
 pub mod libiscsi;

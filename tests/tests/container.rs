@@ -1,0 +1,398 @@
+//! iet as a container-hosted target (root and Docker; in CI a skip is a
+//! failure): the image from `cargo xtask image`, three containers on a bridge.
+//!
+//! - A and B run with Docker 20.10's least capabilities (SYS_ADMIN,
+//!   NET_ADMIN) and the host's bpffs; A mounts cgroup2 itself, B sees the
+//!   host's hierarchy bind-mounted. libiscsi's tools are served from the
+//!   host, each container's pinned `connections` map shows only its own
+//!   connection, sock_ops sits on each container's cgroup and not the root.
+//! - C has no added capabilities: plain sockets after one warning.
+//! - SendTargets returns the advertised (published) address, `ietadm`
+//!   works through the volume-mounted control socket, and `docker stop`
+//!   asks the initiator to log out.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use iet::proto::pdu::Opcode;
+use iet_common::{MAP_CONNECTIONS, PROG_SK_MSG, PROG_SOCK_OPS};
+use iet_tests::container::{Container, Engine, Network, docker, docker_ok};
+use iet_tests::initiator::{Conn, LoginOptions};
+use iet_tests::libiscsi;
+use iet_tests::process::{TempDir, binary, require_root, workspace_root};
+
+const IMAGE: &str = "iet:test";
+const SUBNET: &str = "10.212.12.0/24";
+const HOST_CGROUP2: &str = "/sys/fs/cgroup/unified";
+
+fn iqn(which: &str) -> String {
+    format!("iqn.2026-12.io.iet:container-{which}")
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 212, 12, last)
+}
+
+/// `cargo xtask image --debug`: the same Containerfile and local base as a
+/// release image, with the binaries the test run already built.
+fn build_image() {
+    let started = Instant::now();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args([
+            "run", "-q", "-p", "xtask", "--", "image", "--debug", "--tag", IMAGE,
+        ])
+        .status()
+        .expect("cargo xtask image");
+    assert!(status.success(), "cargo xtask image --debug failed");
+    println!("image {IMAGE} built in {:?}", started.elapsed());
+}
+
+/// Waits until the container's portal accepts connections.
+fn wait_listening(c: &Container, addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err() {
+        assert!(
+            c.running(),
+            "{} exited before listening:\n{}",
+            c.name,
+            c.all_logs()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {addr}:\n{}",
+            c.name,
+            c.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("bpftool (Debian package bpftool) runs");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::json!([]);
+    }
+    serde_json::from_slice(&out.stdout).expect("bpftool prints JSON")
+}
+
+/// Target-side remote ports (the initiators' ports) in a pinned map.
+fn tracked_peer_ports(pin_dir: &Path) -> Vec<u64> {
+    let map = pin_dir.join(MAP_CONNECTIONS);
+    bpftool_json(&["map", "dump", "pinned", &map.to_string_lossy()])
+        .as_array()
+        .expect("a map dump is an array")
+        .iter()
+        .filter_map(|e| e["formatted"]["key"]["remote_port"].as_u64())
+        .collect()
+}
+
+/// Ids of the sock_ops programs named ours attached to a cgroup directory.
+fn sock_ops_on(dir: &Path) -> Vec<u64> {
+    bpftool_json(&["cgroup", "show", &dir.to_string_lossy()])
+        .as_array()
+        .expect("cgroup show is an array")
+        .iter()
+        .filter(|p| {
+            p["attach_type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("sock_ops"))
+                && p["name"] == PROG_SOCK_OPS
+        })
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+fn login(addr: SocketAddr, target: &str, isid: u8) -> Conn {
+    let mut c = Conn::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut opts = LoginOptions::normal(target);
+    opts.isid[5] = isid;
+    c.login(&opts)
+        .unwrap_or_else(|e| panic!("login to {target} at {addr}: {e:?}"));
+    c.clear_unit_attention(0).expect("TEST UNIT READY");
+    c
+}
+
+fn local_port(c: &Conn) -> u64 {
+    u64::from(c.sock.local_addr().expect("local address").port())
+}
+
+/// Arguments for a target container at `last` on the test network.
+fn target_args(net: &str, host: &str, last: u8, which: &str) -> Vec<String> {
+    [
+        "--network",
+        net,
+        "--ip",
+        &ip(last).to_string(),
+        "--hostname",
+        host,
+        "-e",
+        &format!("IET_TARGET={}", iqn(which)),
+        "-e",
+        "IET_LUN=mem:64M",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+fn run_target(name: &str, args: &[String], extra: &[&str]) -> Container {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    all.push(IMAGE);
+    Container::run(name, &all)
+}
+
+#[test]
+fn container_hosted_target() {
+    if !require_root("container_hosted_target") {
+        return;
+    }
+    let started = Instant::now();
+    let tmp = TempDir::new("container");
+    let engine = Engine::up(&tmp.path("dockerd.log"));
+    println!("dockerd started by this test: {}", engine.started_here());
+    engine.remove_leftovers();
+    build_image();
+    let ietadm = binary("ietadm");
+
+    let id = std::process::id();
+    let net = Network::create(&format!("iet-test-{id}"), SUBNET);
+    let (host_a, host_b) = (format!("iet-a-{id}"), format!("iet-b-{id}"));
+    let pins_a = Path::new("/sys/fs/bpf/iet").join(&host_a);
+    let pins_b = Path::new("/sys/fs/bpf/iet").join(&host_b);
+    let _pins = RemoveOnDrop(vec![pins_a.clone(), pins_b.clone()]);
+    let run_a = tmp.path("run-a");
+    let run_c = tmp.path("run-c");
+    std::fs::create_dir_all(&run_a).unwrap();
+    std::fs::create_dir_all(&run_c).unwrap();
+    let published = iet_tests::inprocess::free_port();
+    let advertised = SocketAddr::from(([127, 0, 0, 1], published));
+
+    // A: least capabilities, the host's bpffs, the control socket on a
+    // volume, the portal published on the host's loopback and advertised.
+    let least = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN"];
+    let bpffs = "/sys/fs/bpf:/sys/fs/bpf";
+    let a = run_target(
+        &host_a,
+        &target_args(&net.name, &host_a, 10, "a"),
+        &[
+            least[0],
+            least[1],
+            least[2],
+            least[3],
+            "-v",
+            bpffs,
+            "-v",
+            &format!("{}:/run/iet", run_a.display()),
+            "-p",
+            &format!("{advertised}:3260"),
+            "-e",
+            &format!("IET_ADVERTISE={advertised}"),
+            "-e",
+            "IET_EBPF=on",
+        ],
+    );
+    // B: the same capabilities, the host's cgroup2 hierarchy bind-mounted.
+    let cg_bind = format!("{HOST_CGROUP2}:{HOST_CGROUP2}:ro");
+    let b = run_target(
+        &host_b,
+        &target_args(&net.name, &host_b, 11, "b"),
+        &[
+            least[0],
+            least[1],
+            least[2],
+            least[3],
+            "-v",
+            bpffs,
+            "-v",
+            &cg_bind,
+            "-e",
+            "IET_EBPF=on",
+        ],
+    );
+    // C: no added capabilities, no host mounts: plain sockets.
+    let host_c = format!("iet-c-{id}");
+    let c = run_target(
+        &host_c,
+        &target_args(&net.name, &host_c, 12, "c"),
+        &["-v", &format!("{}:/run/iet", run_c.display())],
+    );
+    let portal = |last| SocketAddr::from((ip(last), 3260));
+    wait_listening(&a, portal(10));
+    wait_listening(&b, portal(11));
+    wait_listening(&c, portal(12));
+
+    // libiscsi from the host to A's bridge address.
+    let lun_url = format!("iscsi://{}/{}/0", ip(10), iqn("a"));
+    let inq = libiscsi::run("iscsi-inq", &[&lun_url], Duration::from_secs(20));
+    assert!(inq.success, "iscsi-inq: {inq:?}\n{}", a.all_logs());
+    let ls = libiscsi::run(
+        "iscsi-ls",
+        &["-s", &format!("iscsi://{}", ip(10))],
+        Duration::from_secs(20),
+    );
+    assert!(ls.success, "iscsi-ls: {ls:?}\n{}", a.all_logs());
+    assert!(
+        ls.stdout.contains(&iqn("a")) && ls.stdout.contains(&advertised.to_string()),
+        "SendTargets names the target at the advertised address {advertised}:\n{}",
+        ls.stdout
+    );
+    let (summary, out) = libiscsi::test_cu("SCSI.Read10", &[&lun_url], Duration::from_mins(1));
+    assert!(
+        summary.ran > 0 && summary.failed == 0,
+        "iscsi-test-cu SCSI.Read10 against the container: {summary:?}\n{out}"
+    );
+    // The advertised address works: the published port reaches A.
+    let mut nat = login(advertised, &iqn("a"), 9);
+    assert_eq!(nat.nop(b"nat").unwrap(), b"nat");
+    assert_eq!(nat.logout().unwrap(), 0);
+
+    // One session to each eBPF container, held open.
+    let mut sa = login(portal(10), &iqn("a"), 1);
+    let sb = login(portal(11), &iqn("b"), 2);
+    let (pa, pb) = (local_port(&sa), local_port(&sb));
+    let progs = bpftool_json(&["prog", "show"]);
+    let names: Vec<&str> = progs
+        .as_array()
+        .expect("prog show is an array")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.iter().filter(|n| **n == PROG_SOCK_OPS).count() >= 2
+            && names.iter().filter(|n| **n == PROG_SK_MSG).count() >= 2,
+        "host bpftool lists both containers' programs: {names:?}"
+    );
+    let (seen_a, seen_b) = (tracked_peer_ports(&pins_a), tracked_peer_ports(&pins_b));
+    assert!(
+        seen_a.contains(&pa) && !seen_a.contains(&pb),
+        "A's pinned map holds A's connection (port {pa}) only: {seen_a:?}"
+    );
+    assert!(
+        seen_b.contains(&pb) && !seen_b.contains(&pa),
+        "B's pinned map holds B's connection (port {pb}) only: {seen_b:?}"
+    );
+    let root_progs = sock_ops_on(Path::new(HOST_CGROUP2));
+    for ct in [&a, &b] {
+        let dir = ct.host_cgroup();
+        let on_ct = sock_ops_on(&dir);
+        assert_eq!(
+            on_ct.len(),
+            1,
+            "one sock_ops on {}'s cgroup {}:\n{}",
+            ct.name,
+            dir.display(),
+            ct.all_logs()
+        );
+        assert!(
+            !root_progs.contains(&on_ct[0]),
+            "{}'s sock_ops is not on the root cgroup",
+            ct.name
+        );
+    }
+
+    // ietadm from the host through the volume, and inside the container.
+    let sessions = Command::new(&ietadm)
+        .args(["--control"])
+        .arg(run_a.join("ietd.sock"))
+        .args(["--json", "show", "sessions"])
+        .output()
+        .expect("ietadm");
+    let text = String::from_utf8_lossy(&sessions.stdout);
+    assert!(
+        sessions.status.success() && text.contains(&pa.to_string()),
+        "ietadm on the host sees A's session from port {pa}: {text}{}",
+        String::from_utf8_lossy(&sessions.stderr)
+    );
+    docker_ok(&["exec", &a.name, "/usr/local/bin/ietadm", "stats"]);
+
+    // C serves on plain sockets after exactly one warning.
+    let inq_c = libiscsi::run(
+        "iscsi-inq",
+        &[&format!("iscsi://{}/{}/0", ip(12), iqn("c"))],
+        Duration::from_secs(20),
+    );
+    assert!(inq_c.success, "iscsi-inq to C: {inq_c:?}\n{}", c.all_logs());
+    let (out_c, _) = c.logs();
+    let warnings: Vec<&str> = out_c.lines().filter(|l| l.contains("WARN")).collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("plain sockets"),
+        "one warning, about plain sockets:\n{}",
+        c.all_logs()
+    );
+    assert!(!Path::new("/sys/fs/bpf/iet").join(&host_c).exists());
+
+    // Logs go to stdout; the health check turns healthy.
+    let (out_a, _) = a.logs();
+    assert!(
+        out_a.contains("eBPF programs attached"),
+        "A logs to stdout:\n{}",
+        a.all_logs()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = a.inspect("{{.State.Health.Status}}");
+        if health == "healthy" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's health check: {health}\n{}",
+            a.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // docker stop: an Async Message asks the initiator to log out.
+    let name = a.name.clone();
+    let stop_started = Instant::now();
+    let stopper = std::thread::spawn(move || docker(&["stop", "-t", "10", &name]));
+    let msg = loop {
+        let pdu = sa.recv().expect("an Async Message before the close");
+        if pdu.bhs.opcode() == Some(Opcode::AsyncMessage) {
+            break pdu;
+        }
+    };
+    assert_eq!(msg.bhs.0[36], 1, "AsyncEvent 1: logout requested");
+    assert_eq!(sa.logout().unwrap(), 0, "logout succeeds");
+    let stopped = stopper.join().expect("docker stop thread");
+    assert!(stopped.status.success(), "docker stop: {stopped:?}");
+    assert!(
+        stop_started.elapsed() < Duration::from_secs(10),
+        "stopped within the stop timeout ({:?})",
+        stop_started.elapsed()
+    );
+    assert_eq!(
+        a.inspect("{{.State.ExitCode}}"),
+        "0",
+        "SIGTERM ends ietd cleanly:\n{}",
+        a.all_logs()
+    );
+    drop(sb);
+    drop((a, b, c, net));
+    drop(engine);
+    println!("container test took {:?}", started.elapsed());
+}
+
+/// Pin directories the containers leave on the host's bpffs.
+struct RemoveOnDrop(Vec<std::path::PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
