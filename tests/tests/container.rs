@@ -7,6 +7,7 @@
 //!   host, each container's pinned `connections` map shows only its own
 //!   connection, sock_ops sits on each container's cgroup and not the root.
 //! - C has no added capabilities: plain sockets after one warning.
+//! - An ietd that finds itself in B at the host's root cgroup refuses.
 //! - SendTargets returns the advertised (published) address, `ietadm`
 //!   works through the volume-mounted control socket, and `docker stop`
 //!   asks the initiator to log out.
@@ -303,6 +304,8 @@ fn container_hosted_target() {
         );
     }
 
+    refuses_the_host_root_from_inside(&b);
+
     // ietadm from the host through the volume, and inside the container.
     let sessions = Command::new(&ietadm)
         .args(["--control"])
@@ -384,6 +387,41 @@ fn container_hosted_target() {
     drop((a, b, c, net));
     drop(engine);
     println!("container test took {:?}", started.elapsed());
+}
+
+/// A second ietd entering B's namespaces (mount, PID, UTS, network) from
+/// the host stays in the host's root cgroup: with the host's hierarchy
+/// bind-mounted in B, it sees itself in a container at the host's root and
+/// must refuse to start, even with `--ebpf auto`, attaching nothing there.
+fn refuses_the_host_root_from_inside(b: &Container) {
+    let before = sock_ops_on(Path::new(HOST_CGROUP2));
+    let pid = b.pid().to_string();
+    let out = Command::new("timeout")
+        .args(["20", "nsenter", "-t", &pid, "-m", "-p", "-u", "-n", "--"])
+        .args(["/usr/local/bin/ietd", "--portal", "0.0.0.0:3261"])
+        .args(["--target", &iqn("refused"), "--lun", "mem:1M"])
+        .args(["--control", "/run/iet/refused.sock", "--ebpf", "auto"])
+        .output()
+        .expect("nsenter runs");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "ietd in a container at the host's root cgroup exits with an error:\n{log}"
+    );
+    assert!(
+        log.contains("refusing to attach sock_ops") && log.contains("--cgroup"),
+        "the error says why and what to do:\n{log}"
+    );
+    assert_eq!(
+        sock_ops_on(Path::new(HOST_CGROUP2)),
+        before,
+        "nothing was attached to the root"
+    );
 }
 
 /// Pin directories the containers leave on the host's bpffs.

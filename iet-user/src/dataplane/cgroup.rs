@@ -128,9 +128,12 @@ pub fn choose(
     is_hierarchy_root: impl Fn(&Path) -> bool,
 ) -> Result<PathBuf, CgroupError> {
     if !s.in_container {
+        // A root of "/.." is a mount showing more than our cgroup
+        // namespace: never take it by default.
         return s
             .mounts
-            .first()
+            .iter()
+            .find(|m| !m.root.starts_with("/.."))
             .map(|m| m.mount_point.clone())
             .ok_or(CgroupError::NoHierarchy);
     }
@@ -150,11 +153,21 @@ pub fn choose(
     Ok(dir)
 }
 
-/// Docker leaves /.dockerenv, Podman /run/.containerenv and `container=`.
+/// Docker leaves /.dockerenv, Podman /run/.containerenv and `container=`;
+/// a VM made from a container image keeps the marker but runs in the
+/// initial PID namespace, the only one that shows kernel threads.
+pub fn looks_like_container(marker: bool, kernel_threads_visible: bool) -> bool {
+    marker && !kernel_threads_visible
+}
+
+/// Whether this process runs in a container (see [`looks_like_container`]).
 pub fn in_container() -> bool {
-    Path::new("/.dockerenv").exists()
+    let marker = Path::new("/.dockerenv").exists()
         || Path::new("/run/.containerenv").exists()
-        || std::env::var_os("container").is_some()
+        || std::env::var_os("container").is_some();
+    // PID 2 is kthreadd in the initial PID namespace only.
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    looks_like_container(marker, kthreadd)
 }
 
 /// The kernel gives every cgroup but the root a cgroup.type file.
@@ -270,6 +283,34 @@ mod tests {
             choose(&s, |_| true).unwrap(),
             Path::new("/sys/fs/cgroup/unified")
         );
+    }
+
+    #[test]
+    fn a_vm_from_a_container_image_is_no_container() {
+        assert!(looks_like_container(true, false));
+        assert!(!looks_like_container(true, true), "kthreadd visible: a VM");
+        assert!(!looks_like_container(false, false));
+    }
+
+    #[test]
+    fn host_never_takes_a_mount_from_outside_its_namespace() {
+        // cgroupns=private with the host's hierarchy bind-mounted: its
+        // root shows as /../.. and our own cgroup is "/".
+        let text = "41 31 0:38 /../.. /sys/fs/cgroup/unified ro - cgroup2 cgroup2 rw\n";
+        let s = Surroundings {
+            in_container: false,
+            own: Some("/".into()),
+            mounts: cgroup2_mounts(text),
+        };
+        assert_eq!(choose(&s, |_| true), Err(CgroupError::NoHierarchy));
+        let s = Surroundings {
+            in_container: true,
+            ..s
+        };
+        assert!(matches!(
+            choose(&s, |_| false),
+            Err(CgroupError::NotVisible { .. })
+        ));
     }
 
     #[test]
