@@ -1,9 +1,14 @@
-//! Docker for end-to-end tests: dockerd started when it is not running
-//! (and stopped by its PID), containers and networks removed on drop.
+//! Docker and Podman for end-to-end tests: dockerd started when it is not
+//! running (and stopped by its PID), containers and networks removed on drop.
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use iet_common::{MAP_CONNECTIONS, PROG_SOCK_OPS};
+
+use crate::initiator::{Conn, LoginOptions};
 
 /// Every container and network a test makes carries this label, so a run
 /// that crashed is cleaned up by the next one.
@@ -19,19 +24,29 @@ pub fn docker_bin() -> &'static str {
 }
 
 pub fn docker(args: &[&str]) -> Output {
-    Command::new(docker_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("docker {args:?}: {e} (install Debian's docker.io)"))
+    engine(docker_bin(), args)
 }
 
 /// Runs docker and returns its trimmed stdout; panics with stderr on failure.
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = docker(args);
+    engine_ok(docker_bin(), args)
+}
+
+/// Runs a container engine's command line (docker or podman).
+pub fn engine(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{bin} {args:?}: {e} (install Debian's docker.io / podman)"))
+}
+
+/// As [`engine`], returning trimmed stdout; panics with stderr on failure.
+pub fn engine_ok(bin: &str, args: &[&str]) -> String {
+    let out = engine(bin, args);
     assert!(
         out.status.success(),
-        "docker {args:?} failed: {}\n{}",
+        "{bin} {args:?} failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -151,22 +166,30 @@ impl Drop for Network {
 /// A detached container, removed (with its anonymous volumes) on drop.
 pub struct Container {
     pub name: String,
+    /// The engine's binary (docker or podman).
+    pub engine: String,
 }
 
 impl Container {
     /// `docker run -d --name NAME --label ... ARGS`.
     pub fn run(name: &str, args: &[&str]) -> Container {
-        let _ = docker(&["rm", "-f", "-v", name]);
+        Container::run_with(docker_bin(), name, args)
+    }
+
+    /// `ENGINE run -d --name NAME --label ... ARGS`.
+    pub fn run_with(bin: &str, name: &str, args: &[&str]) -> Container {
+        let _ = engine(bin, &["rm", "-f", "-v", name]);
         let mut all = vec!["run", "-d", "--name", name, "--label", LABEL];
         all.extend_from_slice(args);
-        docker_ok(&all);
+        engine_ok(bin, &all);
         Container {
             name: name.to_owned(),
+            engine: bin.to_owned(),
         }
     }
 
     pub fn inspect(&self, format: &str) -> String {
-        docker_ok(&["inspect", "--format", format, &self.name])
+        engine_ok(&self.engine, &["inspect", "--format", format, &self.name])
     }
 
     /// The container's init process as the host sees it.
@@ -189,7 +212,7 @@ impl Container {
 
     /// (stdout, stderr) of `docker logs`.
     pub fn logs(&self) -> (String, String) {
-        let out = docker(&["logs", &self.name]);
+        let out = engine(&self.engine, &["logs", &self.name]);
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -209,6 +232,101 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", "-v", &self.name]);
+        let _ = engine(&self.engine, &["rm", "-f", "-v", &self.name]);
     }
+}
+
+/// `cargo xtask image --debug`: the same Containerfile and local base as a
+/// release image, with the binaries the test run already built.
+pub fn build_image(engine: &str, tag: &str) {
+    let started = Instant::now();
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(crate::process::workspace_root())
+        .args(["run", "-q", "-p", "xtask", "--", "image", "--debug"])
+        .args(["--engine", engine, "--tag", tag])
+        .status()
+        .expect("cargo xtask image");
+    assert!(
+        status.success(),
+        "cargo xtask image --debug --engine {engine} failed"
+    );
+    println!("image {tag} built with {engine} in {:?}", started.elapsed());
+}
+
+/// Waits until the container's portal accepts connections.
+pub fn wait_listening(c: &Container, addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err() {
+        assert!(
+            c.running(),
+            "{} exited before listening:\n{}",
+            c.name,
+            c.all_logs()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {addr}:\n{}",
+            c.name,
+            c.all_logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("bpftool (Debian package bpftool) runs");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::json!([]);
+    }
+    serde_json::from_slice(&out.stdout).expect("bpftool prints JSON")
+}
+
+/// Target-side remote ports (the initiators' ports) in a pinned map.
+pub fn tracked_peer_ports(pin_dir: &Path) -> Vec<u64> {
+    let map = pin_dir.join(MAP_CONNECTIONS);
+    bpftool_json(&["map", "dump", "pinned", &map.to_string_lossy()])
+        .as_array()
+        .expect("a map dump is an array")
+        .iter()
+        .filter_map(|e| e["formatted"]["key"]["remote_port"].as_u64())
+        .collect()
+}
+
+/// Ids of the sock_ops programs named ours attached to a cgroup directory.
+pub fn sock_ops_on(dir: &Path) -> Vec<u64> {
+    bpftool_json(&["cgroup", "show", &dir.to_string_lossy()])
+        .as_array()
+        .expect("cgroup show is an array")
+        .iter()
+        .filter(|p| {
+            p["attach_type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("sock_ops"))
+                && p["name"] == PROG_SOCK_OPS
+        })
+        .filter_map(|p| p["id"].as_u64())
+        .collect()
+}
+
+pub fn login(addr: SocketAddr, target: &str, isid: u8) -> Conn {
+    let mut c = Conn::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut opts = LoginOptions::normal(target);
+    opts.isid[5] = isid;
+    c.login(&opts)
+        .unwrap_or_else(|e| panic!("login to {target} at {addr}: {e:?}"));
+    c.clear_unit_attention(0).expect("TEST UNIT READY");
+    c
+}
+
+pub fn local_port(c: &Conn) -> u64 {
+    u64::from(c.sock.local_addr().expect("local address").port())
 }

@@ -12,17 +12,19 @@
 //!   works through the volume-mounted control socket, and `docker stop`
 //!   asks the initiator to log out.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use iet::proto::pdu::Opcode;
-use iet_common::{MAP_CONNECTIONS, PROG_SK_MSG, PROG_SOCK_OPS};
-use iet_tests::container::{Container, Engine, Network, docker, docker_ok};
-use iet_tests::initiator::{Conn, LoginOptions};
+use iet_common::{PROG_SK_MSG, PROG_SOCK_OPS};
+use iet_tests::container::{
+    Container, Engine, Network, bpftool_json, build_image, docker, docker_ok, local_port, login,
+    sock_ops_on, tracked_peer_ports, wait_listening,
+};
 use iet_tests::libiscsi;
-use iet_tests::process::{TempDir, binary, require_root, workspace_root};
+use iet_tests::process::{TempDir, binary, require_root};
 
 const IMAGE: &str = "iet:test";
 const SUBNET: &str = "10.212.12.0/24";
@@ -34,99 +36,6 @@ fn iqn(which: &str) -> String {
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 212, 12, last)
-}
-
-/// `cargo xtask image --debug`: the same Containerfile and local base as a
-/// release image, with the binaries the test run already built.
-fn build_image() {
-    let started = Instant::now();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace_root())
-        .args([
-            "run", "-q", "-p", "xtask", "--", "image", "--debug", "--tag", IMAGE,
-        ])
-        .status()
-        .expect("cargo xtask image");
-    assert!(status.success(), "cargo xtask image --debug failed");
-    println!("image {IMAGE} built in {:?}", started.elapsed());
-}
-
-/// Waits until the container's portal accepts connections.
-fn wait_listening(c: &Container, addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_err() {
-        assert!(
-            c.running(),
-            "{} exited before listening:\n{}",
-            c.name,
-            c.all_logs()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "{} did not listen on {addr}:\n{}",
-            c.name,
-            c.all_logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn bpftool_json(args: &[&str]) -> serde_json::Value {
-    let out = Command::new("bpftool")
-        .arg("-j")
-        .args(args)
-        .output()
-        .expect("bpftool (Debian package bpftool) runs");
-    assert!(
-        out.status.success(),
-        "bpftool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.stdout.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::json!([]);
-    }
-    serde_json::from_slice(&out.stdout).expect("bpftool prints JSON")
-}
-
-/// Target-side remote ports (the initiators' ports) in a pinned map.
-fn tracked_peer_ports(pin_dir: &Path) -> Vec<u64> {
-    let map = pin_dir.join(MAP_CONNECTIONS);
-    bpftool_json(&["map", "dump", "pinned", &map.to_string_lossy()])
-        .as_array()
-        .expect("a map dump is an array")
-        .iter()
-        .filter_map(|e| e["formatted"]["key"]["remote_port"].as_u64())
-        .collect()
-}
-
-/// Ids of the sock_ops programs named ours attached to a cgroup directory.
-fn sock_ops_on(dir: &Path) -> Vec<u64> {
-    bpftool_json(&["cgroup", "show", &dir.to_string_lossy()])
-        .as_array()
-        .expect("cgroup show is an array")
-        .iter()
-        .filter(|p| {
-            p["attach_type"]
-                .as_str()
-                .is_some_and(|t| t.ends_with("sock_ops"))
-                && p["name"] == PROG_SOCK_OPS
-        })
-        .filter_map(|p| p["id"].as_u64())
-        .collect()
-}
-
-fn login(addr: SocketAddr, target: &str, isid: u8) -> Conn {
-    let mut c = Conn::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let mut opts = LoginOptions::normal(target);
-    opts.isid[5] = isid;
-    c.login(&opts)
-        .unwrap_or_else(|e| panic!("login to {target} at {addr}: {e:?}"));
-    c.clear_unit_attention(0).expect("TEST UNIT READY");
-    c
-}
-
-fn local_port(c: &Conn) -> u64 {
-    u64::from(c.sock.local_addr().expect("local address").port())
 }
 
 /// Arguments for a target container at `last` on the test network.
@@ -165,7 +74,7 @@ fn container_hosted_target() {
     let engine = Engine::up(&tmp.path("dockerd.log"));
     println!("dockerd started by this test: {}", engine.started_here());
     engine.remove_leftovers();
-    build_image();
+    build_image("docker", IMAGE);
     let ietadm = binary("ietadm");
 
     let id = std::process::id();

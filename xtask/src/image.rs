@@ -48,7 +48,12 @@ pub struct ImageArgs {
 
 pub fn image(args: &ImageArgs) -> anyhow::Result<()> {
     prereq::for_build()?;
-    prereq::apt(prereq::CONTAINER_PACKAGES)?;
+    let package = if args.engine.ends_with("podman") {
+        "podman"
+    } else {
+        "docker.io"
+    };
+    prereq::apt(&[package])?;
     let (profile, flags): (&str, &[&str]) = if args.debug {
         ("debug", &[])
     } else {
@@ -65,7 +70,8 @@ pub fn image(args: &ImageArgs) -> anyhow::Result<()> {
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let release = target.join(profile);
     let bins = [release.join("ietd"), release.join("ietadm")];
-    let work = target.join("image");
+    // One work directory per engine: the container tests build both at once.
+    let work = target.join("image").join(&args.engine);
     build_target(&args.engine, &bins, &work, &args.tag)?;
     if args.initiator {
         prereq::apt(&["libiscsi-bin"])?;
@@ -95,8 +101,13 @@ fn build_target(engine: &str, bins: &[PathBuf], work: &Path, tag: &str) -> anyho
         std::fs::copy(bin, context.join(name))
             .with_context(|| format!("copying {}", bin.display()))?;
     }
-    run(Command::new(engine).args([
-        "build",
+    // Podman writes OCI images by default, which have no HEALTHCHECK.
+    let format: &[&str] = if engine.ends_with("podman") {
+        &["--format", "docker"]
+    } else {
+        &[]
+    };
+    run(Command::new(engine).arg("build").args(format).args([
         "--quiet",
         "--build-arg",
         &format!("BASE={TARGET_BASE}"),

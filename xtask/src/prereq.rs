@@ -10,8 +10,9 @@ use anyhow::{Context, bail};
 pub const BUILD_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev"];
 /// Debian packages the end-to-end tests and benchmarks use.
 pub const TEST_PACKAGES: &[&str] = &["libiscsi-bin", "bpftool", "tgt", "iperf3"];
-/// Debian packages for the container image and its test (Docker 20.10).
-pub const CONTAINER_PACKAGES: &[&str] = &["docker.io"];
+/// Debian packages for the container image and its tests (Docker 20.10,
+/// Podman 4.3).
+pub const CONTAINER_PACKAGES: &[&str] = &["docker.io", "podman"];
 pub const BPF_LINKER_VERSION: &str = "0.13";
 
 pub fn is_root() -> bool {
