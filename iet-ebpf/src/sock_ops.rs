@@ -109,12 +109,7 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
                     );
                 }
             }
-            track(
-                ctx,
-                key,
-                ROLE_TARGET,
-                wants_sk_msg(cfg.flags, key.remote_addr),
-            );
+            track(ctx, key, ROLE_TARGET, wants_sk_msg(cfg.flags, &key));
             count(|c| &mut c.accepted, 1);
             aya_log_ebpf::debug!(
                 ctx,
@@ -132,12 +127,10 @@ fn try_sock_ops(ctx: &SockOpsContext) -> Result<(), ()> {
             let Some(cfg) = portal(key.remote_addr, key.remote_port) else {
                 return Ok(());
             };
-            track(
-                ctx,
-                key,
-                ROLE_INITIATOR,
-                cfg.flags & PORTAL_REDIRECT != 0 && is_loopback(key.remote_addr),
-            );
+            // Whether the target is ours is known only on its side, which
+            // is established after this one: a remote target's socket never
+            // enters the sockhash, and this socket's redirect just passes.
+            track(ctx, key, ROLE_INITIATOR, cfg.flags & PORTAL_REDIRECT != 0);
             count(|c| &mut c.initiator_connections, 1);
         }
         BPF_SOCK_OPS_STATE_CB => on_state(ctx, ctx.arg(1)),
@@ -161,11 +154,23 @@ fn is_loopback(addr: [u8; 4]) -> bool {
     addr[0] == 127
 }
 
+/// The peer's socket is on this host and in our sockhash: a loopback
+/// peer, or one whose connect sock_ops saw (an initiator in a container
+/// on this host, when sock_ops sits on a cgroup holding both ends). Its
+/// active side was established, and recorded, before this passive side.
+fn peer_is_ours(key: &ConnKey) -> bool {
+    if is_loopback(key.remote_addr) {
+        return true;
+    }
+    // SAFETY: a read-only copy of a map value.
+    unsafe { CONNECTIONS.get(&key.reversed()) }.is_some_and(|r| r.role == ROLE_INITIATOR)
+}
+
 /// Accounting puts every connection of the portal under sk_msg; redirect
-/// only the ones whose peer is on this host (loopback), since for a
-/// remote peer there is nothing to redirect to and sk_msg only costs.
-fn wants_sk_msg(flags: u32, peer: [u8; 4]) -> bool {
-    flags & PORTAL_ACCOUNTING != 0 || (flags & PORTAL_REDIRECT != 0 && is_loopback(peer))
+/// only the ones whose peer is ours, since for any other peer there is
+/// nothing to redirect to and sk_msg only costs.
+fn wants_sk_msg(flags: u32, key: &ConnKey) -> bool {
+    flags & PORTAL_ACCOUNTING != 0 || (flags & PORTAL_REDIRECT != 0 && peer_is_ours(key))
 }
 
 /// Starts tracking a socket: record and callbacks, and the sockhash entry

@@ -8,6 +8,8 @@
 //!   connection, sock_ops sits on each container's cgroup and not the root.
 //! - C has no added capabilities: plain sockets after one warning.
 //! - An ietd that finds itself in B at the host's root cgroup refuses.
+//! - D, with sock_ops on a cgroup holding both ends, redirects the host's
+//!   (non-loopback) traffic to it with sk_msg, data intact.
 //! - SendTargets returns the advertised (published) address, `ietadm`
 //!   works through the volume-mounted control socket, and `docker stop`
 //!   asks the initiator to log out.
@@ -293,7 +295,9 @@ fn container_hosted_target() {
         a.all_logs()
     );
     drop(sb);
-    drop((a, b, c, net));
+    drop((a, b, c));
+    redirects_to_a_container_on_this_host(&net.name, &tmp);
+    drop(net);
     drop(engine);
     println!("container test took {:?}", started.elapsed());
 }
@@ -330,6 +334,58 @@ fn refuses_the_host_root_from_inside(b: &Container) {
         sock_ops_on(Path::new(HOST_CGROUP2)),
         before,
         "nothing was attached to the root"
+    );
+}
+
+/// D attaches sock_ops to a cgroup holding both ends (`IET_CGROUP`, here
+/// the host's root, where this test runs): the host's initiator socket and
+/// the container's target socket meet in D's sockhash although the peer is
+/// no loopback address, and sk_msg hands the data across; it arrives intact.
+fn redirects_to_a_container_on_this_host(net: &str, tmp: &TempDir) {
+    let host_d = format!("iet-d-{}", std::process::id());
+    let _pins = RemoveOnDrop(vec![Path::new("/sys/fs/bpf/iet").join(&host_d)]);
+    let run_d = tmp.path("run-d");
+    std::fs::create_dir_all(&run_d).unwrap();
+    let d = run_target(
+        &host_d,
+        &target_args(net, &host_d, 13, "d"),
+        &[
+            "--cap-add",
+            "SYS_ADMIN",
+            "--cap-add",
+            "NET_ADMIN",
+            "-v",
+            "/sys/fs/bpf:/sys/fs/bpf",
+            "-v",
+            &format!("{HOST_CGROUP2}:{HOST_CGROUP2}:ro"),
+            "-v",
+            &format!("{}:/run/iet", run_d.display()),
+            "-e",
+            &format!("IET_CGROUP={HOST_CGROUP2}"),
+            "-e",
+            "IET_EBPF=on",
+        ],
+    );
+    let portal = SocketAddr::from((ip(13), 3260));
+    wait_listening(&d, portal);
+    let mut s = login(portal, &iqn("d"), 4);
+    let data: Vec<u8> = (0..262_144u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(s.write10(0, 128, &data, 512).unwrap().status, 0);
+    let back = s.read10(0, 128, 512, 512).unwrap();
+    assert_eq!(back.status, 0);
+    assert!(back.data == data, "256 KiB written and read back intact");
+    assert_eq!(s.logout().unwrap(), 0);
+    let stats = Command::new(binary("ietadm"))
+        .arg("--control")
+        .arg(run_d.join("ietd.sock"))
+        .args(["--json", "stats"])
+        .output()
+        .expect("ietadm stats");
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("JSON stats");
+    assert!(
+        stats["kernel"]["redirected_msgs"].as_u64().unwrap_or(0) > 0,
+        "sk_msg redirected between the host and the container: {stats}\n{}",
+        d.all_logs()
     );
 }
 

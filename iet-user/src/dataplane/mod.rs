@@ -64,7 +64,8 @@ impl std::fmt::Debug for Dataplane {
 
 /// Same-host redirect is on by default: `cargo xtask bench` measured it
 /// correct and faster on this kernel at QD1 and QD32, and sock_ops applies
-/// it only to loopback peers, so remote initiators pay nothing for it.
+/// it only to peers on this host (loopback, or an initiator socket it saw
+/// connect), so remote initiators pay nothing for it.
 /// Accounting is off: sk_msg on every connection costs throughput.
 pub fn default_portal_config() -> PortalConfig {
     PortalConfig {
