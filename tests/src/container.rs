@@ -32,6 +32,22 @@ pub fn docker_ok(args: &[&str]) -> String {
     engine_ok(docker_bin(), args)
 }
 
+/// Whether `program` is installed; outside CI a test without it skips
+/// (`cargo xtask test` installs docker.io and podman), in CI it fails.
+pub fn require_program(test: &str, program: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs {program}, and CI must run it"
+    );
+    eprintln!("skipping {test}: {program} is not installed (cargo xtask test installs it)");
+    false
+}
+
 /// Runs a container engine's command line (docker or podman).
 pub fn engine(bin: &str, args: &[&str]) -> Output {
     Command::new(bin)

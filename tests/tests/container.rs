@@ -23,7 +23,7 @@ use iet::proto::pdu::Opcode;
 use iet_common::{PROG_SK_MSG, PROG_SOCK_OPS};
 use iet_tests::container::{
     Container, Engine, Network, bpftool_json, build_image, docker, docker_ok, local_port, login,
-    sock_ops_on, tracked_peer_ports, wait_listening,
+    require_program, sock_ops_on, tracked_peer_ports, wait_listening,
 };
 use iet_tests::libiscsi;
 use iet_tests::process::{TempDir, binary, require_root};
@@ -68,7 +68,9 @@ fn run_target(name: &str, args: &[String], extra: &[&str]) -> Container {
 
 #[test]
 fn container_hosted_target() {
-    if !require_root("container_hosted_target") {
+    if !require_root("container_hosted_target")
+        || !require_program("container_hosted_target", "dockerd")
+    {
         return;
     }
     let started = Instant::now();

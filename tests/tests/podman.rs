@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use iet_tests::container::{
-    Container, build_image, engine, local_port, login, sock_ops_on, tracked_peer_ports,
-    wait_listening,
+    Container, build_image, engine, local_port, login, require_program, sock_ops_on,
+    tracked_peer_ports, wait_listening,
 };
 use iet_tests::libiscsi;
 use iet_tests::process::{require_root, workspace_root};
@@ -78,7 +78,8 @@ fn failed_log(c: &Container) -> String {
 
 #[test]
 fn podman_least_privilege() {
-    if !require_root("podman_least_privilege") {
+    if !require_root("podman_least_privilege") || !require_program("podman_least_privilege", PODMAN)
+    {
         return;
     }
     build_image(PODMAN, IMAGE);
