@@ -401,3 +401,22 @@ impl Drop for RemoveOnDrop {
         }
     }
 }
+
+/// compose.yaml's configuration loads and says what the comments say.
+#[test]
+fn container_example_config_loads() {
+    let path = iet_tests::process::workspace_root().join("examples/container.toml");
+    let config = iet::config::Config::load(&path).expect("examples/container.toml loads");
+    config.validate().expect("and is valid");
+    assert_eq!(config.control, Path::new("/run/iet/ietd.sock"));
+    assert_eq!(
+        config.ebpf.pin_dir,
+        Path::new("/sys/fs/bpf/iet"),
+        "left to its default"
+    );
+    let lun = &config.targets[0].luns[0];
+    assert_eq!(
+        (lun.path.as_str(), lun.create_size),
+        ("/data/lun0.img", Some(1 << 30))
+    );
+}
