@@ -23,13 +23,39 @@ pub const PINNED_MAPS: [&str; 4] = [MAP_PORTALS, MAP_CONNECTIONS, MAP_COUNTERS, 
 pub const MAX_PORTALS: u32 = 64;
 pub const MAX_CONNECTIONS: u32 = 16_384;
 
-/// A portal: IPv4 address (0.0.0.0 matches every local address) and port.
+/// A portal: IPv6 address, IPv4 as v4-mapped (`::ffff:a.b.c.d`), and port.
+/// `::ffff:0.0.0.0` matches every local IPv4 address, `::` every address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PortalKey {
-    pub addr: [u8; 4],
+    pub addr: [u8; 16],
     pub port: u16,
     pub pad: u16,
+}
+
+/// The v4-mapped form (RFC 4291 §2.5.5.2) that keys IPv4 in the maps.
+#[must_use]
+pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
+    ]
+}
+
+/// Whether a map address is v4-mapped.
+#[must_use]
+pub const fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    a[0] == 0
+        && a[1] == 0
+        && a[2] == 0
+        && a[3] == 0
+        && a[4] == 0
+        && a[5] == 0
+        && a[6] == 0
+        && a[7] == 0
+        && a[8] == 0
+        && a[9] == 0
+        && a[10] == 0xff
+        && a[11] == 0xff
 }
 
 /// Count PDUs by opcode on the target's transmit side (sk_msg).
@@ -57,8 +83,9 @@ pub struct PortalConfig {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ConnKey {
-    pub local_addr: [u8; 4],
-    pub remote_addr: [u8; 4],
+    /// IPv6, IPv4 as v4-mapped.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
     pub local_port: u16,
     pub remote_port: u16,
 }
@@ -186,24 +213,26 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_padding() {
-        assert_eq!(size_of::<PortalKey>(), 8);
+        assert_eq!(size_of::<PortalKey>(), 20);
         assert_eq!(size_of::<PortalConfig>(), 32);
-        assert_eq!(size_of::<ConnKey>(), 12);
+        assert_eq!(size_of::<ConnKey>(), 36);
         assert_eq!(size_of::<PduCounts>(), 12 * 8);
         assert_eq!(size_of::<ConnRecord>(), 16 + 8 * 8 + size_of::<PduCounts>());
         assert_eq!(size_of::<Counters>(), 9 * 8);
-        assert_eq!(size_of::<ConnEvent>(), 16 + 12 + 4 + 16);
+        assert_eq!(size_of::<ConnEvent>(), 16 + 36 + 4 + 16);
     }
 
     #[test]
     fn reversal_swaps_ends() {
         let k = ConnKey {
-            local_addr: [127, 0, 0, 1],
-            remote_addr: [127, 0, 0, 2],
+            local_addr: v4_mapped([127, 0, 0, 1]),
+            remote_addr: v4_mapped([127, 0, 0, 2]),
             local_port: 3260,
             remote_port: 50000,
         };
         assert_eq!(k.reversed().reversed(), k);
         assert_eq!(k.reversed().local_port, 50000);
+        assert!(is_v4_mapped(&k.local_addr));
+        assert!(!is_v4_mapped(&[0; 16]));
     }
 }

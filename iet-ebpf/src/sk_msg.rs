@@ -9,7 +9,7 @@ use aya_ebpf::macros::sk_msg;
 use aya_ebpf::programs::SkMsgContext;
 use iet_common::{
     ConnKey, ConnRecord, DIGEST_DATA, DIGEST_HEADER, PORTAL_ACCOUNTING, PORTAL_REDIRECT, PortalKey,
-    ROLE_TARGET,
+    ROLE_TARGET, is_v4_mapped, v4_mapped,
 };
 
 use crate::maps::{CONNECTIONS, PORTALS, SOCKETS, count};
@@ -21,15 +21,55 @@ pub fn iet_sk_msg(ctx: SkMsgContext) -> u32 {
     try_sk_msg(&ctx).unwrap_or(SK_PASS)
 }
 
+const AF_INET: u32 = 2;
+
+/// An IPv6 address from four network-order context words, read one by one
+/// at constant offsets (the verifier refuses a computed context pointer).
+///
+/// # Safety
+/// `words` must point into the program's context.
+unsafe fn ip6_into(a: &mut [u8; 16], words: *const [u32; 4]) {
+    // SAFETY: per the contract; volatile keeps each load a direct ctx access.
+    let w = unsafe {
+        [
+            core::ptr::read_volatile(&raw const (*words)[0]),
+            core::ptr::read_volatile(&raw const (*words)[1]),
+            core::ptr::read_volatile(&raw const (*words)[2]),
+            core::ptr::read_volatile(&raw const (*words)[3]),
+        ]
+    };
+    let mut i = 0;
+    while i < 4 {
+        let b = w[i].to_ne_bytes();
+        a[i * 4] = b[0];
+        a[i * 4 + 1] = b[1];
+        a[i * 4 + 2] = b[2];
+        a[i * 4 + 3] = b[3];
+        i += 1;
+    }
+}
+
+/// As sock_ops keys it: IPv4 v4-mapped, IPv6 as it is.
 fn key_of(ctx: &SkMsgContext) -> ConnKey {
     // SAFETY: reading sk_msg_md fields the verifier allows.
     let md = unsafe { &*ctx.msg };
-    ConnKey {
-        local_addr: md.local_ip4.to_ne_bytes(),
-        remote_addr: md.remote_ip4.to_ne_bytes(),
+    let mut key = ConnKey {
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
         local_port: md.local_port as u16,
         remote_port: u32::from_be(md.remote_port) as u16,
+    };
+    if md.family == AF_INET {
+        key.local_addr = v4_mapped(md.local_ip4.to_ne_bytes());
+        key.remote_addr = v4_mapped(md.remote_ip4.to_ne_bytes());
+    } else {
+        // SAFETY: both arrays are fields of the kernel's sk_msg_md.
+        unsafe {
+            ip6_into(&mut key.local_addr, &raw const md.local_ip6);
+            ip6_into(&mut key.remote_addr, &raw const md.remote_ip6);
+        }
     }
+    key
 }
 
 fn flags_for(key: &ConnKey, role: u32) -> u32 {
@@ -39,19 +79,23 @@ fn flags_for(key: &ConnKey, role: u32) -> u32 {
     } else {
         (key.remote_addr, key.remote_port)
     };
-    let exact = PortalKey { addr, port, pad: 0 };
-    let any = PortalKey {
-        addr: [0; 4],
-        port,
-        pad: 0,
-    };
+    // One key on the stack, re-aimed: exact, the IPv4 wildcard for a
+    // v4-mapped address, then `::`.
+    let mut k = PortalKey { addr, port, pad: 0 };
     // SAFETY: read-only copies of map values.
-    unsafe {
-        PORTALS
-            .get(&exact)
-            .or_else(|| PORTALS.get(&any))
-            .map_or(0, |c| c.flags)
+    if let Some(c) = unsafe { PORTALS.get(&k) } {
+        return c.flags;
     }
+    if is_v4_mapped(&addr) {
+        k.addr = v4_mapped([0; 4]);
+        // SAFETY: as above.
+        if let Some(c) = unsafe { PORTALS.get(&k) } {
+            return c.flags;
+        }
+    }
+    k.addr = [0; 16];
+    // SAFETY: as above.
+    unsafe { PORTALS.get(&k) }.map_or(0, |c| c.flags)
 }
 
 fn try_sk_msg(ctx: &SkMsgContext) -> Result<u32, u32> {

@@ -1,6 +1,7 @@
 //! A scripted Rust initiator and helpers for iet's end-to-end tests.
 
 pub mod ceph;
+pub mod container;
 pub mod initiator;
 pub mod inprocess;
 pub mod libiscsi;

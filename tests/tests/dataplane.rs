@@ -267,3 +267,62 @@ fn same_host_redirect_is_on_by_default() {
         "a loopback initiator is redirected without any switch: {stats}"
     );
 }
+
+#[test]
+fn ipv6_connections_are_tracked_and_redirected() {
+    if !require_root("ipv6_connections_are_tracked_and_redirected") {
+        return;
+    }
+    let dir = TempDir::new("v6");
+    let portal: SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
+    let pin = format!("/sys/fs/bpf/iet-dp-v6-{}", std::process::id());
+    let ietd = Ietd::start(
+        &dir,
+        portal,
+        &[
+            "--portal",
+            &portal.to_string(),
+            "--target",
+            IQN,
+            "--lun",
+            "mem:64M",
+            "--ebpf",
+            "on",
+            "--pin-dir",
+            &pin,
+        ],
+    );
+    let mut c = login(&ietd, 6);
+    let me = local_of(&c);
+    assert!(me.is_ipv6(), "an IPv6 connection: {me}");
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 193) as u8).collect();
+    assert_eq!(c.write10(0, 32, &data, BS).unwrap().status, 0);
+    assert!(
+        c.read10(0, 32, 128, BS).unwrap().data == data,
+        "data intact"
+    );
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "dump", "pinned", &format!("{pin}/connections")])
+        .output()
+        .expect("bpftool");
+    let dump: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let loopback6 = serde_json::json!(std::net::Ipv6Addr::LOCALHOST.octets());
+    assert!(
+        dump.as_array().unwrap().iter().any(|e| {
+            let k = &e["formatted"]["key"];
+            k["remote_port"] == me.port()
+                && k["local_port"] == portal.port()
+                && k["local_addr"] == loopback6
+        }),
+        "sock_ops tracks the IPv6 connection: {dump}"
+    );
+    let mut ctl = Client::connect(&ietd.control).unwrap();
+    let stats = ctl.call(Request::Stats).unwrap().data.unwrap_or_default();
+    assert!(
+        stats["kernel"]["redirected_msgs"].as_u64().unwrap_or(0) > 0,
+        "sk_msg redirects the ::1 peer: {stats}"
+    );
+    assert_eq!(c.logout().unwrap(), 0);
+    drop(ietd);
+    let _ = std::fs::remove_dir_all(&pin);
+}

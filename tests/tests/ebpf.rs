@@ -136,8 +136,8 @@ fn sock_ops_records_tunes_and_reports_a_loopback_connection() {
 
     // Through aya: the pinned map, opened by path.
     let key = ConnKey {
-        local_addr: [127, 0, 0, 1],
-        remote_addr: [127, 0, 0, 1],
+        local_addr: iet_common::v4_mapped([127, 0, 0, 1]),
+        remote_addr: iet_common::v4_mapped([127, 0, 0, 1]),
         local_port: portal.port(),
         remote_port: peer.port(),
     };
@@ -168,7 +168,8 @@ fn sock_ops_records_tunes_and_reports_a_loopback_connection() {
         let k = &e["formatted"]["key"];
         k["local_port"] == portal.port()
             && k["remote_port"] == peer.port()
-            && k["local_addr"] == serde_json::json!([127, 0, 0, 1])
+            // IPv4 keys are v4-mapped IPv6 (::ffff:127.0.0.1).
+            && k["local_addr"] == serde_json::json!(iet_common::v4_mapped([127, 0, 0, 1]))
     });
     assert!(found, "bpftool shows the 4-tuple with named fields: {dump}");
     assert!(

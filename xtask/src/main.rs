@@ -1,10 +1,11 @@
-//! `cargo xtask run|build|test|bench|fuzz`: one module per command, all
+//! `cargo xtask run|build|test|bench|fuzz|image`: one module per command, all
 //! sharing the prerequisite step that installs what a fresh machine lacks.
 
 mod bench;
 mod build;
 mod ceph;
 mod fuzz;
+mod image;
 mod prereq;
 mod run;
 mod test;
@@ -42,6 +43,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the container image iet:latest locally (no registry needed).
+    Image(image::ImageArgs),
     /// Run each fuzz target for a while (cargo-fuzz, libFuzzer).
     Fuzz {
         /// Seconds per target.
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Bench { args } => bench::bench(&args),
         Command::Fuzz { seconds } => fuzz::fuzz(seconds),
         Command::Ceph { action, dir } => ceph::ceph(&action, dir),
+        Command::Image(args) => image::image(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

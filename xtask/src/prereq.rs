@@ -17,6 +17,9 @@ pub const TEST_PACKAGES: &[&str] = &[
     "open-isns-server",
     "open-isns-utils",
 ];
+/// Debian packages for the container image and its tests (Docker 20.10,
+/// Podman 4.3).
+pub const CONTAINER_PACKAGES: &[&str] = &["docker.io", "podman"];
 pub const BPF_LINKER_VERSION: &str = "0.13";
 
 pub fn is_root() -> bool {
@@ -119,7 +122,8 @@ pub fn for_build() -> anyhow::Result<()> {
 pub fn for_test() -> anyhow::Result<()> {
     for_build()?;
     apt(TEST_PACKAGES)?;
-    apt(crate::ceph::cluster::PACKAGES)
+    apt(crate::ceph::cluster::PACKAGES)?;
+    apt(CONTAINER_PACKAGES)
 }
 
 /// The cargo that runs xtask.

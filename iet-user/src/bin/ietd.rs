@@ -1,7 +1,7 @@
 //! ietd: the iSCSI target daemon.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
@@ -14,49 +14,92 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "ietd", version)]
 struct Args {
     /// Address to listen on (repeatable).
-    #[arg(long = "portal", value_name = "ADDR:PORT")]
+    #[arg(
+        long = "portal",
+        value_name = "ADDR:PORT",
+        env = "IET_PORTAL",
+        value_delimiter = ','
+    )]
     portals: Vec<SocketAddr>,
+    /// Address SendTargets announces for the portal at the same position
+    /// (NAT, published container ports); repeatable.
+    #[arg(
+        long = "advertise",
+        value_name = "ADDR:PORT",
+        env = "IET_ADVERTISE",
+        value_delimiter = ','
+    )]
+    advertise: Vec<SocketAddr>,
     /// Target IQN served with the --lun flags.
-    #[arg(long, value_name = "IQN", conflicts_with = "config")]
+    #[arg(
+        long,
+        value_name = "IQN",
+        conflicts_with = "config",
+        env = "IET_TARGET"
+    )]
     target: Option<String>,
     /// Backing store for the next LUN: a file or block device path, or mem:SIZE.
-    #[arg(long = "lun", value_name = "SPEC", requires = "target")]
+    #[arg(
+        long = "lun",
+        value_name = "SPEC",
+        requires = "target",
+        env = "IET_LUN",
+        value_delimiter = ','
+    )]
     luns: Vec<String>,
     /// Configuration file (TOML).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "IET_CONFIG")]
     config: Option<PathBuf>,
     /// eBPF data plane: auto (fall back to plain sockets), on (required) or off.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "IET_EBPF")]
     ebpf: Option<EbpfMode>,
     /// Where the eBPF maps are pinned.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "IET_PIN_DIR")]
     pin_dir: Option<PathBuf>,
+    /// Instance name: maps are pinned in /sys/fs/bpf/iet/NAME (in a
+    /// container the default is its hostname, so two never collide).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "IET_INSTANCE",
+        conflicts_with = "pin_dir"
+    )]
+    instance: Option<String>,
     /// cgroup v2 directory the sock_ops program attaches to.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "IET_CGROUP")]
     cgroup: Option<PathBuf>,
     /// Unix control socket for ietadm.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "IET_CONTROL")]
     control: Option<PathBuf>,
     /// Directory for state that survives restarts (APTPL reservations).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "IET_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this address.
-    #[arg(long, value_name = "ADDR:PORT")]
+    #[arg(long, value_name = "ADDR:PORT", env = "IET_METRICS")]
     metrics: Option<SocketAddr>,
     /// Busy-poll budget in µs for initiators that send one command at a
     /// time (0: never poll).
-    #[arg(long, value_name = "US")]
+    #[arg(long, value_name = "US", env = "IET_BUSY_POLL_US")]
     busy_poll_us: Option<u32>,
     /// MiB of write data all sessions may hold before R2Ts wait.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", env = "IET_WRITE_BUDGET_MIB")]
     write_budget_mib: Option<u32>,
     /// MiB of write data one session may hold.
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", env = "IET_SESSION_WRITE_BUDGET_MIB")]
     session_write_budget_mib: Option<u32>,
+    /// Where the log goes (containers: stdout).
+    #[arg(long, value_enum, default_value = "stderr", env = "IET_LOG_TO")]
+    log_to: LogTo,
     /// Print the effective configuration as TOML and exit (converts an
     /// IET ietd.conf).
     #[arg(long)]
     dump_config: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogTo {
+    Stdout,
+    Stderr,
 }
 
 impl Args {
@@ -82,11 +125,27 @@ impl Args {
                 .map(|&listen| PortalConfig::new(listen))
                 .collect();
         }
+        if self.advertise.len() > config.portals.len() {
+            anyhow::bail!(
+                "{} --advertise addresses for {} portals",
+                self.advertise.len(),
+                config.portals.len()
+            );
+        }
+        for (portal, &adv) in config.portals.iter_mut().zip(&self.advertise) {
+            portal.advertise = Some(adv);
+        }
         if let Some(mode) = self.ebpf {
             config.ebpf.mode = mode;
         }
         if let Some(dir) = self.pin_dir {
             config.ebpf.pin_dir = dir;
+        } else if let Some(name) = self.instance {
+            config.ebpf.pin_dir = iet::dataplane::instance_pin_dir(Path::new(PIN_BASE), &name)?;
+        } else if config.ebpf.pin_dir == Path::new(PIN_BASE)
+            && let Some(name) = container_instance()
+        {
+            config.ebpf.pin_dir = iet::dataplane::instance_pin_dir(Path::new(PIN_BASE), &name)?;
         }
         if let Some(cg) = self.cgroup {
             config.ebpf.cgroup = Some(cg);
@@ -112,6 +171,20 @@ impl Args {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// Where instances pin their maps (a bpffs the host sees when a container
+/// bind-mounts /sys/fs/bpf).
+const PIN_BASE: &str = "/sys/fs/bpf/iet";
+
+/// In a container, its hostname (the container id unless set) names the
+/// instance, so containers sharing the host's bpffs never collide.
+fn container_instance() -> Option<String> {
+    if !iet::dataplane::in_container() {
+        return None;
+    }
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
 }
 
 fn main() -> std::process::ExitCode {
@@ -142,18 +215,26 @@ fn raise_fd_limit() {
 
 fn run() -> anyhow::Result<()> {
     raise_fd_limit();
+    let args = Args::parse();
+    let to_stdout = args.log_to == LogTo::Stdout;
+    let terminal = if to_stdout {
+        std::io::IsTerminal::is_terminal(&std::io::stdout())
+    } else {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    };
+    let writer = if to_stdout {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
+        .with_writer(writer)
+        .with_ansi(terminal && std::env::var_os("NO_COLOR").is_none())
         .init();
-    let args = Args::parse();
     let config_path = args.config.clone();
     let dump = args.dump_config;
     let config = args.into_config()?;

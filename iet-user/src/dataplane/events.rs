@@ -1,7 +1,7 @@
 //! The ring buffer of connection events, read with AsyncFd and forwarded
 //! to the daemon, which ends sessions whose connection the kernel saw close.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use aya::maps::{MapData, RingBuf};
 use iet_common::{ConnEvent, EVENT_CLOSED, EVENT_RETRANSMIT, EVENT_RTO};
@@ -37,7 +37,14 @@ impl ConnectionEvent {
             EVENT_RTO => EventKind::Rto,
             _ => return None,
         };
-        let addr = |a: [u8; 4], p: u16| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(a), p));
+        // v4-mapped back to IPv4, as the listener's accepted peers read.
+        let addr = |a: [u8; 16], p: u16| {
+            let v6 = Ipv6Addr::from(a);
+            match v6.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, p)),
+                None => SocketAddr::V6(SocketAddrV6::new(v6, p, 0, 0)),
+            }
+        };
         Some(ConnectionEvent {
             kind,
             local: addr(e.key.local_addr, e.key.local_port),

@@ -20,6 +20,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info};
 
 use super::DataplaneConfig;
+use super::cgroup::{self, CgroupError, Surroundings};
 use super::events::{ConnectionEvent, spawn_reader};
 
 pub struct Loaded {
@@ -33,23 +34,59 @@ pub struct Loaded {
     cgroup: PathBuf,
 }
 
-/// The root of the cgroup v2 hierarchy this process sees (inside a
-/// container with a cgroup namespace, the container's own cgroup).
-pub fn default_cgroup() -> anyhow::Result<PathBuf> {
+/// Where ietd mounts cgroup2 itself in a container that shows none.
+const OWN_CGROUP2_MOUNT: &str = "/run/cgroup2";
+
+fn surroundings() -> anyhow::Result<Surroundings> {
     let mountinfo =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    for line in mountinfo.lines() {
-        // ... mount_point ... - fstype source options
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        if right.split_whitespace().next() == Some("cgroup2")
-            && let Some(mount) = left.split_whitespace().nth(4)
-        {
-            return Ok(PathBuf::from(mount));
+    let membership =
+        std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+    Ok(Surroundings {
+        in_container: cgroup::in_container(),
+        own: cgroup::own_cgroup(&membership).map(str::to_owned),
+        mounts: cgroup::cgroup2_mounts(&mountinfo),
+    })
+}
+
+/// The cgroup sock_ops attaches to without `--cgroup`: the hierarchy's root
+/// on a host, the container's own cgroup inside one (mounting cgroup2 at
+/// /run/cgroup2 when none shows it and ietd may mount).
+pub fn default_cgroup() -> anyhow::Result<PathBuf> {
+    let s = surroundings()?;
+    match cgroup::choose(&s, cgroup::is_hierarchy_root) {
+        Err(e @ (CgroupError::NoHierarchy | CgroupError::NotVisible { .. })) if s.in_container => {
+            mount_cgroup2(Path::new(OWN_CGROUP2_MOUNT))
+                .map_err(|m| m.context(format!("{e}, and ietd cannot mount one itself")))?;
+            let dir = cgroup::choose(&surroundings()?, cgroup::is_hierarchy_root)?;
+            info!(mount = OWN_CGROUP2_MOUNT, "mounted the cgroup2 hierarchy");
+            Ok(dir)
         }
+        r => Ok(r?),
     }
-    bail!("no cgroup v2 hierarchy is mounted")
+}
+
+fn mount_cgroup2(at: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(at).with_context(|| format!("creating {}", at.display()))?;
+    let fstype = std::ffi::CString::new("cgroup2").expect("static");
+    let target = std::ffi::CString::new(at.as_os_str().as_encoded_bytes())
+        .context("mount point with NUL")?;
+    // SAFETY: valid NUL-terminated strings; no data pointer.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        std::fs::remove_dir(at).ok();
+        return Err(err).context(format!("mount -t cgroup2 {}", at.display()));
+    }
+    Ok(())
 }
 
 /// The programs' aya-log records go to the daemon's log (through the

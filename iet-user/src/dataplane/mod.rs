@@ -2,9 +2,11 @@
 //! the programs, the pinned maps, and the stream of close events. With
 //! eBPF off or unavailable every method is a cheap no-op.
 
+pub mod cgroup;
 mod events;
 mod loader;
 
+pub use cgroup::{in_container, instance_pin_dir};
 pub use loader::default_cgroup;
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,7 +39,8 @@ pub struct DataplaneConfig {
     pub mode: EbpfMode,
     pub pin_dir: PathBuf,
     /// cgroup v2 directory for sock_ops; `None`: the root of the hierarchy
-    /// this process sees (its container's, inside one).
+    /// on a host, the container's own cgroup inside one (never the host's
+    /// root from a container).
     pub cgroup: Option<PathBuf>,
     pub portals: Vec<SocketAddr>,
 }
@@ -61,7 +64,8 @@ impl std::fmt::Debug for Dataplane {
 
 /// Same-host redirect is on by default: `cargo xtask bench` measured it
 /// correct and faster on this kernel at QD1 and QD32, and sock_ops applies
-/// it only to loopback peers, so remote initiators pay nothing for it.
+/// it only to peers on this host (loopback, or an initiator socket it saw
+/// connect), so remote initiators pay nothing for it.
 /// Accounting is off: sk_msg on every connection costs throughput.
 pub fn default_portal_config() -> PortalConfig {
     PortalConfig {
@@ -70,31 +74,29 @@ pub fn default_portal_config() -> PortalConfig {
     }
 }
 
-/// An IPv4 portal as the maps key it; IPv6 portals are not tracked.
-pub fn portal_key(addr: SocketAddr) -> Option<PortalKey> {
-    match addr.ip() {
-        IpAddr::V4(v4) => Some(PortalKey {
-            addr: v4.octets(),
-            port: addr.port(),
-            pad: 0,
-        }),
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(|v4| PortalKey {
-            addr: v4.octets(),
-            port: addr.port(),
-            pad: 0,
-        }),
+/// An address as the maps key it: IPv6, IPv4 as v4-mapped (so 0.0.0.0
+/// becomes the IPv4 wildcard `::ffff:0.0.0.0` and `::` matches all).
+pub fn map_addr(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => iet_common::v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
     }
+}
+
+/// A portal as the maps key it.
+pub fn portal_key(addr: SocketAddr) -> Option<PortalKey> {
+    Some(PortalKey {
+        addr: map_addr(addr.ip()),
+        port: addr.port(),
+        pad: 0,
+    })
 }
 
 /// A connection as the target's socket sees it.
 pub fn conn_key(local: SocketAddr, peer: SocketAddr) -> Option<ConnKey> {
-    let v4 = |a: SocketAddr| match a.ip() {
-        IpAddr::V4(v) => Some(v.octets()),
-        IpAddr::V6(v) => v.to_ipv4_mapped().map(|m| m.octets()),
-    };
     Some(ConnKey {
-        local_addr: v4(local)?,
-        remote_addr: v4(peer)?,
+        local_addr: map_addr(local.ip()),
+        remote_addr: map_addr(peer.ip()),
         local_port: local.port(),
         remote_port: peer.port(),
     })
@@ -109,7 +111,8 @@ impl Dataplane {
     }
 
     /// Off: disabled. Auto: attached, or disabled after one warning saying
-    /// why. On: attached, or an error saying why.
+    /// why. On: attached, or an error saying why. In a container that sees
+    /// only the host's root cgroup: an error whatever the mode.
     pub fn start(cfg: &DataplaneConfig) -> anyhow::Result<Dataplane> {
         if cfg.mode == EbpfMode::Off {
             return Ok(Dataplane::disabled());
@@ -122,6 +125,14 @@ impl Dataplane {
                 };
                 dp.set_portals(&cfg.portals)?;
                 Ok(dp)
+            }
+            // Seeing the host's root from a container is a mistake in how
+            // it was started, not a missing capability: never serve on.
+            Err(e)
+                if e.downcast_ref::<cgroup::CgroupError>()
+                    .is_some_and(|c| matches!(c, cgroup::CgroupError::HostRoot(_))) =>
+            {
+                Err(e)
             }
             Err(e) if cfg.mode == EbpfMode::Auto => {
                 warn!("eBPF data plane unavailable, serving on plain sockets: {e:#}");
@@ -167,8 +178,8 @@ impl Dataplane {
         let Some(inner) = guard.as_ref() else {
             return Ok(());
         };
-        let key = portal_key(portal)
-            .ok_or_else(|| anyhow::anyhow!("{portal}: only IPv4 portals are tracked"))?;
+        let key =
+            portal_key(portal).ok_or_else(|| anyhow::anyhow!("{portal}: not a portal address"))?;
         let mut flags = self.flags.lock().expect("flags lock");
         let entry = flags
             .iter_mut()
@@ -201,8 +212,8 @@ impl Dataplane {
         let Some(inner) = guard.as_ref() else {
             return Ok(());
         };
-        let key = portal_key(portal)
-            .ok_or_else(|| anyhow::anyhow!("{portal}: only IPv4 portals are tracked"))?;
+        let key =
+            portal_key(portal).ok_or_else(|| anyhow::anyhow!("{portal}: not a portal address"))?;
         let mut flags = self.flags.lock().expect("flags lock");
         let entry = flags
             .iter_mut()
@@ -316,11 +327,20 @@ mod tests {
         let k = conn_key(local, peer).unwrap();
         assert_eq!(
             (k.local_addr, k.local_port, k.remote_port),
-            ([127, 0, 0, 1], 3260, 50000)
+            (iet_common::v4_mapped([127, 0, 0, 1]), 3260, 50000)
         );
+        // A dual-stack socket's IPv4 peer keys the same as an IPv4 one.
         let mapped: SocketAddr = "[::ffff:10.1.2.3]:3260".parse().unwrap();
-        assert_eq!(portal_key(mapped).unwrap().addr, [10, 1, 2, 3]);
-        assert!(portal_key("[::1]:3260".parse().unwrap()).is_none());
+        let v4: SocketAddr = "10.1.2.3:3260".parse().unwrap();
+        assert_eq!(portal_key(mapped), portal_key(v4));
+        let v6 = portal_key("[::1]:3260".parse().unwrap()).unwrap();
+        assert_eq!(v6.addr, std::net::Ipv6Addr::LOCALHOST.octets());
+        let any4 = portal_key("0.0.0.0:3260".parse().unwrap()).unwrap();
+        assert_eq!(any4.addr, iet_common::v4_mapped([0; 4]));
+        assert_eq!(
+            portal_key("[::]:3260".parse().unwrap()).unwrap().addr,
+            [0; 16]
+        );
     }
 
     #[test]
