@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::mode::ModeState;
 use super::pr::{PrState, PrStore};
 use super::ua::UnitAttentions;
+use super::xcopy::CopyResult;
 use super::{ItNexus, LunConfig, LunInfo, ScsiError, SenseReason};
 use crate::backend::BlockBackend;
 
@@ -39,6 +40,8 @@ pub(crate) struct LuState {
     pub(crate) prevent: HashSet<u64>,
     /// A SANITIZE is running: other commands get NOT READY, SANITIZE IN PROGRESS.
     pub(crate) sanitizing: bool,
+    /// EXTENDED COPY results held for RECEIVE COPY STATUS(LID1).
+    pub(crate) copy_results: Vec<CopyResult>,
 }
 
 impl Lu {
@@ -77,6 +80,7 @@ impl Lu {
                 mode: ModeState::new(cfg.write_cache),
                 prevent: HashSet::new(),
                 sanitizing: false,
+                copy_results: Vec::new(),
             }),
             io_lock: RwLock::new(()),
         })
@@ -139,6 +143,7 @@ impl Lu {
         }
         st.prevent.remove(&nexus.id);
         st.ua.forget(nexus.id);
+        st.copy_results.retain(|r| r.nexus != nexus.id);
     }
 
     /// I_T nexus loss (SAM-5 §6.3.4) for a nexus that lives on (I_T NEXUS RESET, §7.6):
