@@ -42,17 +42,6 @@ fn name_string(s: &str) -> Vec<u8> {
     b
 }
 
-/// NAA IEEE Registered Extended (6h) designator, binary, LU association: what VPD 83h
-/// reports and EXTENDED COPY identification descriptors name. The "OUI" is locally
-/// derived: the whole value comes from device_id.
-pub(crate) fn naa_designator(device_id: u64) -> [u8; 16] {
-    let mut naa = [0u8; 16];
-    naa[0] = 0x60 | ((device_id >> 60) as u8 & 0x0f);
-    naa[1..8].copy_from_slice(&(device_id << 4).to_be_bytes()[..7]);
-    naa[8..16].copy_from_slice(&device_id.rotate_left(17).to_be_bytes());
-    naa
-}
-
 pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
     let lu = ctx.lu;
     let bs = lu.block_size;
@@ -74,7 +63,7 @@ pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
             t10.resize(8, b' ');
             t10.extend(lu.serial.bytes().filter(u8::is_ascii_graphic).take(200));
             designator(&mut b, 0x02, 0x01, &t10);
-            designator(&mut b, 0x01, 0x03, &naa_designator(lu.device_id));
+            designator(&mut b, 0x01, 0x03, &lu.naa_designator());
             // Relative target port (PIV, target port association, iSCSI protocol 5h).
             let rtp = ctx.nexus.relative_target_port.to_be_bytes();
             designator(&mut b, 0x51, 0x94, &[0, 0, rtp[0], rtp[1]]);

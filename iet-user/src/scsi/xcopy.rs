@@ -4,10 +4,9 @@
 use std::sync::{Arc, PoisonError};
 
 use super::exec::{Ctx, Exec, Fail, put};
-use super::lun::Lu;
+use super::lun::{CopyResult, Lu};
 use super::opcodes::Access;
 use super::sense::SenseReason;
-use super::vpd::naa_designator;
 
 /// Descriptor type codes (SPC-4 table 110, 111).
 const SEG_BLOCK_TO_BLOCK: u8 = 0x02;
@@ -29,15 +28,6 @@ const TGT_DESC_LEN: usize = 32;
 mod list_id_usage {
     /// Hold data and status; LIST IDENTIFIER valid.
     pub(super) const HOLD: u8 = 0b00;
-}
-
-/// The result RECEIVE COPY STATUS(LID1) reports once (SPC-4 §6.18.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CopyResult {
-    pub(crate) nexus: u64,
-    pub(crate) list_id: u8,
-    pub(crate) segments: u16,
-    pub(crate) bytes: u64,
 }
 
 /// One resolved block-to-block segment.
@@ -141,7 +131,7 @@ fn target_descriptors(ctx: &Ctx<'_>, list: &[u8]) -> Result<Vec<Option<Arc<Lu>>>
             ctx.units
                 .lu_list_arcs()
                 .into_iter()
-                .find(|lu| naa_designator(lu.device_id)[..] == *designator)
+                .find(|lu| lu.naa_designator()[..] == *designator)
         } else {
             None
         };

@@ -3,7 +3,7 @@
 //! FORMAT UNIT, and REPORT SUPPORTED OPERATION CODES' reporting options.
 
 use super::*;
-use crate::scsi::vpd::naa_designator;
+use crate::scsi::lun::naa_designator;
 
 const DEVICE_ID_1: u64 = 0x1111_2222_3333_4444;
 
