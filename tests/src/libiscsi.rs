@@ -135,7 +135,11 @@ pub fn skipped_tests(output: &str) -> Vec<(String, String)> {
 pub fn passed_tests(output: &str) -> Vec<String> {
     let mut passed = Vec::new();
     for (test, line) in per_test_lines(output) {
-        if line.trim_end().ends_with("passed") && !test.is_empty() && !passed.contains(&test) {
+        // CUnit prints "passed" after the test's own output; the next output may follow
+        // on the same line.
+        let t = line.trim();
+        let marker = t.starts_with("passed") || t.ends_with("...passed");
+        if marker && !test.is_empty() && !passed.contains(&test) {
             passed.push(test);
         }
     }
@@ -185,7 +189,7 @@ mod tests {
 
     #[test]
     fn finds_skips_and_passes_per_test() {
-        let out = "Suite: A\n  Test: One ...passed\nSuite: B\n  Test: Two ...    [SKIPPED] no B\n    more\n    [SKIPPED] no B\npassed\n  Test: Three ...\n    [SKIPPED] no C\nFAILED\n";
+        let out = "Suite: A\n  Test: One ...passed\nSuite: B\n  Test: Two ...    [SKIPPED] no B\n    more\n    [SKIPPED] no B\npassed    next\n  Test: Three ...\n    [SKIPPED] no C\nFAILED\n";
         assert_eq!(
             skipped_tests(out),
             vec![

@@ -87,11 +87,11 @@ const EXPLAINED_SKIPS: &[(&str, &str, &str)] = &[
         "fixed disk (RMB 0)",
     ),
     // The suite's LUN must be writable for the data-loss tests; ReadOnlySBC needs a
-    // write-protected one (read-only LUNs are tested in data_path.rs and management.rs).
+    // write-protected one: it runs in `read_only_suite_on_a_read_only_lun` below.
     (
         "ReadOnly.ReadOnlySBC",
         "not write-protected",
-        "the suite's LUN is writable",
+        "runs on a read-only LUN in its own test",
     ),
     // Not run with --allow-sanitize: Sanitize.Reset sleeps three seconds and then expects
     // the SANITIZE OVERWRITE of the whole LUN to be still in progress, which a 256 MiB
@@ -248,4 +248,27 @@ fn scsi_family_on_a_ram_lun_has_no_failures_and_no_unexplained_skips() {
     );
     assert_eq!(summary.failed, 0, "iscsi-test-cu SCSI failures:\n{out}");
     check_skips("SCSI", &summary, &out);
+}
+
+/// The ReadOnly suite needs a write-protected LUN, which the data-loss runs above cannot use.
+#[test]
+fn read_only_suite_on_a_read_only_lun() {
+    let mut cfg = mem_config(&["mem:64M"]);
+    cfg.targets[0].luns[0].read_only = true;
+    let t = InProcessTarget::start(cfg);
+    let url = format!("iscsi://{}/{TARGET}/0", t.addr);
+    let (summary, out) = test_cu_with("ALL.ReadOnly", &[&url], Duration::from_mins(5), &["-V"]);
+    assert!(summary.ran >= 1, "the ReadOnly suite ran:\n{out}");
+    assert_eq!(
+        summary.failed, 0,
+        "iscsi-test-cu ALL.ReadOnly failures:\n{out}"
+    );
+    let skipped = skipped_tests(&out);
+    assert!(skipped.is_empty(), "ReadOnly skipped: {skipped:?}");
+    assert!(
+        passed_tests(&out)
+            .iter()
+            .any(|t| t == "ReadOnly.ReadOnlySBC"),
+        "ReadOnlySBC passed:\n{out}"
+    );
 }
