@@ -338,3 +338,44 @@ fn report_supported_opcodes_one_command_options() {
     let d = rig.ok(&rig.a, &rsoc(1, 0x04, 0), &[]);
     assert_eq!(d[1] & 0x07, 0x03);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+    /// EXTENDED COPY parameter lists with a plausible header and random descriptors.
+    #[test]
+    fn random_copy_parameter_lists_never_panic(
+        tgt_len in 0u16..120,
+        seg_len in 0u32..120,
+        body in proptest::collection::vec(any::<u8>(), 0..260),
+        first in proptest::sample::select(vec![0x02u8, 0xe4, 0x09, 0xe0]),
+    ) {
+        let rig = Rig::new();
+        let mut p = vec![0u8; 16];
+        p[2..4].copy_from_slice(&tgt_len.to_be_bytes());
+        p[8..12].copy_from_slice(&seg_len.to_be_bytes());
+        p.push(first);
+        p.extend_from_slice(&body);
+        let mut cdb = [0u8; 16];
+        cdb[0] = 0x83;
+        cdb[10..14].copy_from_slice(&(p.len() as u32).to_be_bytes());
+        let _ = rig.cmd(&rig.a, &cdb, &p);
+    }
+
+    /// REGISTER with SPEC_I_PT and random TransportID data.
+    #[test]
+    fn random_spec_i_pt_lists_never_panic(
+        tids in proptest::collection::vec(any::<u8>(), 0..200),
+        claimed in 0u32..300,
+        flags in 0u8..16,
+    ) {
+        let rig = Rig::new();
+        let mut p = vec![0u8; 28];
+        p[8..16].copy_from_slice(&5u64.to_be_bytes());
+        p[20] = flags;
+        p[24..28].copy_from_slice(&claimed.to_be_bytes());
+        p.extend_from_slice(&tids);
+        let mut cdb = [0x5f, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        cdb[5..9].copy_from_slice(&(p.len() as u32).to_be_bytes());
+        let _ = rig.cmd(&rig.a, &cdb, &p);
+    }
+}
