@@ -1,6 +1,8 @@
-//! Persistent reservations (SPC-5 §5.13, §6.16 PERSISTENT RESERVE IN, §6.17 OUT).
-//! Registrations are per I_T nexus identity (initiator port, target port), so they
-//! survive session reinstatement. APTPL state goes through a caller-supplied `PrStore`.
+//! Persistent reservations (SPC-5 §5.13, §6.16 PERSISTENT RESERVE IN, §6.17 OUT): the
+//! state and its conflict rules; `pr/` holds the PR IN reports, PR OUT and TransportIDs.
+//! Registrations are per I_T nexus identity (initiator port, target port; ALL_TG_PT: any
+//! target port; a format 00b TransportID: any port of that initiator), so they survive
+//! session reinstatement. APTPL state goes through a caller-supplied `PrStore`.
 
 use std::io;
 
