@@ -98,10 +98,69 @@ pub fn failed_tests(output: &str) -> Vec<String> {
     failed
 }
 
+/// Walks CUnit's output: `Suite: S` and `Test: T ...` lines name the test (`S.T`) that
+/// the following log lines belong to.
+fn per_test_lines(output: &str) -> impl Iterator<Item = (String, &str)> {
+    let mut suite = String::new();
+    let mut test = String::new();
+    output.lines().map(move |line| {
+        if let Some(rest) = line.trim_start().strip_prefix("Suite: ") {
+            rest.trim().clone_into(&mut suite);
+            test.clear();
+        }
+        if let Some(pos) = line.find("Test: ") {
+            let rest = &line[pos + 6..];
+            let name = rest.split(" ...").next().unwrap_or(rest).trim();
+            test = format!("{suite}.{name}");
+        }
+        (test.clone(), line)
+    })
+}
+
+/// Tests that logged `[SKIPPED]` (whole or in part), as `Suite.Test`, with the message.
+pub fn skipped_tests(output: &str) -> Vec<(String, String)> {
+    let mut skipped = Vec::new();
+    for (test, line) in per_test_lines(output) {
+        if let Some(pos) = line.find("[SKIPPED]") {
+            let entry = (test, line[pos + 9..].trim().to_owned());
+            if !skipped.contains(&entry) {
+                skipped.push(entry);
+            }
+        }
+    }
+    skipped
+}
+
+/// Tests CUnit reported as passed, as `Suite.Test`.
+pub fn passed_tests(output: &str) -> Vec<String> {
+    let mut passed = Vec::new();
+    for (test, line) in per_test_lines(output) {
+        // CUnit prints "passed" after the test's own output; the next output may follow
+        // on the same line.
+        let t = line.trim();
+        let marker = t.starts_with("passed") || t.ends_with("...passed");
+        if marker && !test.is_empty() && !passed.contains(&test) {
+            passed.push(test);
+        }
+    }
+    passed
+}
+
 /// Runs iscsi-test-cu on `urls` for the test pattern and returns the
 /// summary, printing it (and any failures) so CI logs show the counts.
 pub fn test_cu(pattern: &str, urls: &[&str], limit: Duration) -> (CunitSummary, String) {
-    let mut args = vec![
+    test_cu_with(pattern, urls, limit, &[])
+}
+
+/// `test_cu` with extra iscsi-test-cu options (e.g. `-V`, which logs every `[SKIPPED]`).
+pub fn test_cu_with(
+    pattern: &str,
+    urls: &[&str],
+    limit: Duration,
+    extra: &[&str],
+) -> (CunitSummary, String) {
+    let mut args = extra.to_vec();
+    args.extend_from_slice(&[
         "--dataloss",
         "-i",
         INITIATOR_1,
@@ -109,7 +168,7 @@ pub fn test_cu(pattern: &str, urls: &[&str], limit: Duration) -> (CunitSummary, 
         INITIATOR_2,
         "-t",
         pattern,
-    ];
+    ]);
     args.extend_from_slice(urls);
     let run = run("iscsi-test-cu", &args, limit);
     let all = format!("{}\n{}", run.stdout, run.stderr);
@@ -127,6 +186,19 @@ pub fn test_cu(pattern: &str, urls: &[&str], limit: Duration) -> (CunitSummary, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_skips_and_passes_per_test() {
+        let out = "Suite: A\n  Test: One ...passed\nSuite: B\n  Test: Two ...    [SKIPPED] no B\n    more\n    [SKIPPED] no B\npassed    next\n  Test: Three ...\n    [SKIPPED] no C\nFAILED\n";
+        assert_eq!(
+            skipped_tests(out),
+            vec![
+                ("B.Two".to_owned(), "no B".to_owned()),
+                ("B.Three".to_owned(), "no C".to_owned())
+            ]
+        );
+        assert_eq!(passed_tests(out), vec!["A.One", "B.Two"]);
+    }
 
     #[test]
     fn parses_cunit_summary() {

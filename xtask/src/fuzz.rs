@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::prereq::{self, run, step};
 
-pub const TARGETS: &[&str] = &["pdu_decode", "text_pairs", "login_sequence"];
+pub const TARGETS: &[&str] = &["pdu_decode", "text_pairs", "login_sequence", "scsi_command"];
 
 pub fn fuzz(seconds: u32) -> anyhow::Result<()> {
     prereq::for_build()?;

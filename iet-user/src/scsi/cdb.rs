@@ -7,6 +7,7 @@ use super::sense::SenseReason;
 pub mod op {
     pub const TEST_UNIT_READY: u8 = 0x00;
     pub const REQUEST_SENSE: u8 = 0x03;
+    pub const FORMAT_UNIT: u8 = 0x04;
     pub const READ_6: u8 = 0x08;
     pub const WRITE_6: u8 = 0x0a;
     pub const INQUIRY: u8 = 0x12;
@@ -33,6 +34,10 @@ pub mod op {
     pub const MODE_SENSE_10: u8 = 0x5a;
     pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
     pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
+    /// EXTENDED COPY (SPC-4 §6.4): THIRD-PARTY COPY OUT.
+    pub const THIRD_PARTY_COPY_OUT: u8 = 0x83;
+    /// RECEIVE COPY RESULTS (SPC-4 §6.18): THIRD-PARTY COPY IN.
+    pub const THIRD_PARTY_COPY_IN: u8 = 0x84;
     pub const READ_16: u8 = 0x88;
     pub const COMPARE_AND_WRITE: u8 = 0x89;
     pub const WRITE_16: u8 = 0x8a;
@@ -42,6 +47,7 @@ pub mod op {
     pub const PRE_FETCH_16: u8 = 0x90;
     pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
     pub const WRITE_SAME_16: u8 = 0x93;
+    pub const WRITE_ATOMIC_16: u8 = 0x9c;
     pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
     pub const REPORT_LUNS: u8 = 0xa0;
     pub const MAINTENANCE_IN: u8 = 0xa3;
@@ -61,6 +67,9 @@ pub mod sa {
     pub const SANITIZE_EXIT_FAILURE_MODE: u8 = 0x1f;
     pub const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0c;
     pub const REPORT_SUPPORTED_TMF: u8 = 0x0d;
+    pub const EXTENDED_COPY_LID1: u8 = 0x00;
+    pub const RECEIVE_COPY_STATUS_LID1: u8 = 0x00;
+    pub const RECEIVE_COPY_OPERATING_PARAMETERS: u8 = 0x03;
 }
 
 /// Fields shared by the read/write family.
@@ -189,6 +198,26 @@ pub enum Cdb {
         ause: bool,
         service_action: u8,
         param_len: u32,
+    },
+    FormatUnit {
+        fmtpinfo: u8,
+        longlist: bool,
+        fmtdata: bool,
+        cmplst: bool,
+        defect_list_format: u8,
+    },
+    WriteAtomic {
+        rw: Rw,
+        /// ATOMIC BOUNDARY (SBC-4 §5.48): 0 means the whole transfer is one atomic unit.
+        boundary: u16,
+    },
+    ExtendedCopy {
+        param_len: u32,
+    },
+    ReceiveCopyResults {
+        service_action: u8,
+        list_id: u8,
+        alloc_len: u32,
     },
 }
 
@@ -475,6 +504,31 @@ impl Cdb {
                 service_action: c[1] & 0x1f,
                 param_len: be(&c[7..9]) as u32,
             },
+            op::FORMAT_UNIT => Self::FormatUnit {
+                fmtpinfo: c[1] >> 6,
+                longlist: bit(c[1], 5),
+                fmtdata: bit(c[1], 4),
+                cmplst: bit(c[1], 3),
+                defect_list_format: c[1] & 0x07,
+            },
+            op::WRITE_ATOMIC_16 => Self::WriteAtomic {
+                rw: Rw {
+                    blocks: be(&c[12..14]) as u32,
+                    ..rw16()
+                },
+                boundary: be(&c[10..12]) as u16,
+            },
+            op::THIRD_PARTY_COPY_OUT => match c[1] & 0x1f {
+                sa::EXTENDED_COPY_LID1 => Self::ExtendedCopy {
+                    param_len: be(&c[10..14]) as u32,
+                },
+                _ => return Err(BadField),
+            },
+            op::THIRD_PARTY_COPY_IN => Self::ReceiveCopyResults {
+                service_action: c[1] & 0x1f,
+                list_id: c[2],
+                alloc_len: be(&c[10..14]) as u32,
+            },
             _ => return Err(BadOp),
         })
     }
@@ -535,7 +589,7 @@ mod tests {
             Err(SenseReason::InvalidCommandOperationCode)
         );
         assert_eq!(
-            Cdb::parse(&[0x83; 16]),
+            Cdb::parse(&[0xc3; 16]),
             Err(SenseReason::InvalidCommandOperationCode)
         );
         assert_eq!(

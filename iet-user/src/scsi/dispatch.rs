@@ -6,7 +6,10 @@ use super::exec::{Ctx, Exec, Fail};
 use super::lun::{Lu, LuState};
 use super::opcodes::{OpInfo, has_service_actions, lookup};
 use super::sense::{Sense, SenseReason};
-use super::{CommandOutcome, Completion, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus, sbc, spc};
+use super::{
+    CommandOutcome, Completion, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus, medium, sbc, spc,
+    xcopy,
+};
 
 fn check(sense: Sense, descriptor: bool) -> CommandOutcome {
     CommandOutcome {
@@ -152,6 +155,13 @@ fn run(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             spc::report_supported_tmf(ctx, repd, alloc_len);
             Ok(())
         }
+        Cdb::ExtendedCopy { param_len } => xcopy::extended_copy(ctx, param_len),
+        Cdb::ReceiveCopyResults {
+            service_action,
+            list_id,
+            alloc_len,
+        } => xcopy::receive_copy_results(ctx, service_action, list_id, alloc_len),
+        Cdb::FormatUnit { .. } | Cdb::Sanitize { .. } => medium::execute(ctx, cdb),
         _ => sbc::execute(ctx, cdb),
     }
 }
@@ -160,9 +170,10 @@ fn run(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
 pub(crate) fn data_out_len(raw: &[u8], block_size: u64) -> Option<u64> {
     let blocks = |n: u32| u64::from(n) * block_size;
     match Cdb::parse(raw).ok()? {
-        Cdb::Write(rw) | Cdb::OrWrite(rw) | Cdb::WriteAndVerify { rw, .. } => {
-            Some(blocks(rw.blocks))
-        }
+        Cdb::Write(rw)
+        | Cdb::OrWrite(rw)
+        | Cdb::WriteAndVerify { rw, .. }
+        | Cdb::WriteAtomic { rw, .. } => Some(blocks(rw.blocks)),
         Cdb::Verify { rw, bytchk } => match bytchk {
             1 => Some(blocks(rw.blocks)),
             3 => Some(block_size),
@@ -174,7 +185,8 @@ pub(crate) fn data_out_len(raw: &[u8], block_size: u64) -> Option<u64> {
         Cdb::ModeSelect { param_len, .. }
         | Cdb::PrOut { param_len, .. }
         | Cdb::Unmap { param_len, .. }
-        | Cdb::Sanitize { param_len, .. } => (param_len > 0).then_some(u64::from(param_len)),
+        | Cdb::Sanitize { param_len, .. }
+        | Cdb::ExtendedCopy { param_len } => (param_len > 0).then_some(u64::from(param_len)),
         _ => None,
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct LuState {
     pub(crate) prevent: HashSet<u64>,
     /// A SANITIZE is running: other commands get NOT READY, SANITIZE IN PROGRESS.
     pub(crate) sanitizing: bool,
+    /// EXTENDED COPY results held for RECEIVE COPY STATUS(LID1).
+    pub(crate) copy_results: Vec<CopyResult>,
 }
 
 impl Lu {
@@ -77,6 +79,7 @@ impl Lu {
                 mode: ModeState::new(cfg.write_cache),
                 prevent: HashSet::new(),
                 sanitizing: false,
+                copy_results: Vec::new(),
             }),
             io_lock: RwLock::new(()),
         })
@@ -139,6 +142,7 @@ impl Lu {
         }
         st.prevent.remove(&nexus.id);
         st.ua.forget(nexus.id);
+        st.copy_results.retain(|r| r.nexus != nexus.id);
     }
 
     /// I_T nexus loss (SAM-5 §6.3.4) for a nexus that lives on (I_T NEXUS RESET, §7.6):
@@ -163,8 +167,33 @@ impl Lu {
         st.ua.establish_others(None, reason);
     }
 
+    /// NAA IEEE Registered Extended (6h) designator, binary, LU association: what VPD 83h
+    /// reports and EXTENDED COPY identification descriptors name. The "OUI" is locally
+    /// derived: the whole value comes from device_id.
+    pub(crate) fn naa_designator(&self) -> [u8; 16] {
+        naa_designator(self.device_id)
+    }
+
     /// Sense format chosen by the Control mode page's D_SENSE bit.
     pub(crate) fn descriptor_sense(&self) -> bool {
         self.lock().mode.d_sense
     }
+}
+
+/// `Lu::naa_designator` for a bare device_id.
+pub(crate) fn naa_designator(device_id: u64) -> [u8; 16] {
+    let mut naa = [0u8; 16];
+    naa[0] = 0x60 | ((device_id >> 60) as u8 & 0x0f);
+    naa[1..8].copy_from_slice(&(device_id << 4).to_be_bytes()[..7]);
+    naa[8..16].copy_from_slice(&device_id.rotate_left(17).to_be_bytes());
+    naa
+}
+
+/// An EXTENDED COPY result RECEIVE COPY STATUS(LID1) reports once (SPC-4 §6.18.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopyResult {
+    pub(crate) nexus: u64,
+    pub(crate) list_id: u8,
+    pub(crate) segments: u16,
+    pub(crate) bytes: u64,
 }

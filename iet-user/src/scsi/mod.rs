@@ -6,6 +6,7 @@ mod dispatch;
 mod exec;
 mod lun;
 mod lun_addr;
+mod medium;
 mod mode;
 mod nexus;
 mod opcodes;
@@ -16,6 +17,7 @@ mod spc;
 pub mod task_set;
 mod ua;
 mod vpd;
+mod xcopy;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -25,7 +27,7 @@ use crate::backend::{BackendError, BlockBackend};
 pub use lun_addr::decode_lun;
 pub use opcodes::{CommandClass, DataDirection, classify};
 pub use pr::PrStore;
-pub use sense::{Sense, SenseReason};
+pub use sense::{FieldPointer, Sense, SenseReason};
 
 use lun::Lu;
 
@@ -199,6 +201,16 @@ impl LogicalUnits {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&lun)
             .cloned()
+    }
+
+    /// Every LU, for the copy manager's CSCD lookup (EXTENDED COPY).
+    pub(crate) fn lu_list_arcs(&self) -> Vec<Arc<Lu>> {
+        self.luns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn lun_list(&self) -> Vec<u64> {

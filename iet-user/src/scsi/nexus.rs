@@ -21,6 +21,15 @@ impl LogicalUnits {
         }
     }
 
+    /// Establish a unit attention for every nexus the LU knows except `except_nexus_id`
+    /// (CLEAR TASK SET with TST 000b clears every nexus's tasks: the others hear COMMANDS
+    /// CLEARED BY ANOTHER INITIATOR, SAM-5 §7.3).
+    pub fn establish_ua_for_others(&self, lun: u64, except_nexus_id: u64, reason: SenseReason) {
+        if let Some(lu) = self.get(lun) {
+            lu.lock().ua.establish_others(Some(except_nexus_id), reason);
+        }
+    }
+
     /// The unit attention the next command from `nexus` would report, left pending
     /// (QUERY ASYNCHRONOUS EVENT, SAM-5 §7.13): (sense key, ASC, ASCQ).
     pub fn pending_ua(&self, lun: u64, nexus: &ItNexus) -> Option<(u8, u8, u8)> {

@@ -139,6 +139,7 @@ pub(crate) static OPCODES: &[OpInfo] = &[
     e(op::REQUEST_SENSE, "REQUEST SENSE", Always)
         .data_in()
         .free(),
+    e(op::FORMAT_UNIT, "FORMAT UNIT", Write).data_out(),
     e(op::READ_6, "READ(6)", Read).data_in().plain_read(),
     e(op::WRITE_6, "WRITE(6)", Write).data_out().plain_write(),
     e(op::INQUIRY, "INQUIRY", Always).data_in().free(),
@@ -197,6 +198,29 @@ pub(crate) static OPCODES: &[OpInfo] = &[
     e(op::MODE_SENSE_10, "MODE SENSE(10)", Read).data_in(),
     e(op::PERSISTENT_RESERVE_IN, "PERSISTENT RESERVE IN", PrIn).data_in(),
     e(op::PERSISTENT_RESERVE_OUT, "PERSISTENT RESERVE OUT", PrOut).data_out(),
+    // SPC-5 table 77: EXTENDED COPY is a write to the destination LU; the source LUs
+    // are checked as reads by the copy manager itself.
+    sa_e(
+        op::THIRD_PARTY_COPY_OUT,
+        sa::EXTENDED_COPY_LID1,
+        "EXTENDED COPY(LID1)",
+        Write,
+    )
+    .data_out(),
+    sa_e(
+        op::THIRD_PARTY_COPY_IN,
+        sa::RECEIVE_COPY_STATUS_LID1,
+        "RECEIVE COPY STATUS(LID1)",
+        Always,
+    )
+    .data_in(),
+    sa_e(
+        op::THIRD_PARTY_COPY_IN,
+        sa::RECEIVE_COPY_OPERATING_PARAMETERS,
+        "RECEIVE COPY OPERATING PARAMETERS",
+        Always,
+    )
+    .data_in(),
     e(op::READ_16, "READ(16)", Read)
         .data_in()
         .plain_read()
@@ -220,6 +244,9 @@ pub(crate) static OPCODES: &[OpInfo] = &[
     e(op::WRITE_SAME_16, "WRITE SAME(16)", Write)
         .data_out()
         .protect(),
+    e(op::WRITE_ATOMIC_16, "WRITE ATOMIC(16)", Write)
+        .data_out()
+        .fua_protect(),
     sa_e(
         op::SERVICE_ACTION_IN_16,
         sa::READ_CAPACITY_16,

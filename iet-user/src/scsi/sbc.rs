@@ -6,20 +6,36 @@ use std::sync::{PoisonError, RwLockReadGuard, RwLockWriteGuard};
 
 use super::cdb::{Cdb, Rw};
 use super::exec::{Ctx, Exec, Fail, put};
+use super::lun::Lu;
 use super::sense::{Sense, SenseReason};
 use super::vpd::{
     MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS, max_transfer_blocks,
 };
 use crate::backend::{BackendError, BackendErrorKind};
 
+/// `Ctx::shared_io` for an LU borrowed apart from its context.
+fn shared_io(lu: &Lu) -> Result<RwLockReadGuard<'_, ()>, Fail> {
+    if crate::backend::nowait::active() {
+        return match lu.io_lock.try_read() {
+            Ok(g) => Ok(g),
+            Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                crate::backend::nowait::would_block();
+                Err(SenseReason::InternalTargetFailure.into())
+            }
+        };
+    }
+    Ok(lu.io_lock.read().unwrap_or_else(PoisonError::into_inner))
+}
+
 /// Which way the failed I/O went, to pick the medium-error sense.
 #[derive(Clone, Copy)]
-enum Dir {
+pub(crate) enum Dir {
     Read,
     Write,
 }
 
-fn io_fail(dir: Dir, e: &BackendError) -> Fail {
+pub(crate) fn io_fail(dir: Dir, e: &BackendError) -> Fail {
     let reason = match (e.kind(), dir) {
         (BackendErrorKind::Medium, Dir::Read) => SenseReason::UnrecoveredReadError,
         (BackendErrorKind::Medium, Dir::Write) => SenseReason::WriteError,
@@ -35,12 +51,12 @@ fn io_fail(dir: Dir, e: &BackendError) -> Fail {
 }
 
 impl Ctx<'_> {
-    fn bs(&self) -> u64 {
+    pub(crate) fn bs(&self) -> u64 {
         u64::from(self.lu.block_size)
     }
 
     /// LBA range check (SBC-4 §4.5): LOGICAL BLOCK ADDRESS OUT OF RANGE.
-    fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Fail> {
+    pub(crate) fn check_range(&self, lba: u64, blocks: u64) -> Result<(), Fail> {
         match lba.checked_add(blocks) {
             Some(end) if end <= self.capacity_blocks => Ok(()),
             _ => Err(SenseReason::LbaOutOfRange.into()),
@@ -48,7 +64,7 @@ impl Ctx<'_> {
     }
 
     /// Common checks of the read/write family; returns the byte range.
-    fn check_rw(&self, rw: &Rw) -> Result<(u64, u64), Fail> {
+    pub(crate) fn check_rw(&self, rw: &Rw) -> Result<(u64, u64), Fail> {
         // No protection information: any *PROTECT value is INVALID FIELD IN CDB (SBC-4 §5.x tables).
         if rw.protect != 0 {
             return Err(SenseReason::InvalidFieldInCdb.into());
@@ -60,7 +76,7 @@ impl Ctx<'_> {
         Ok((rw.lba * self.bs(), u64::from(rw.blocks) * self.bs()))
     }
 
-    fn check_writable(&self) -> Result<(), Fail> {
+    pub(crate) fn check_writable(&self) -> Result<(), Fail> {
         if self.write_protected {
             return Err(SenseReason::WriteProtected.into());
         }
@@ -68,31 +84,31 @@ impl Ctx<'_> {
     }
 
     /// With the write cache off every write is durable before status (SBC-4 §4.15).
-    fn durable(&self, fua: bool) -> bool {
+    pub(crate) fn durable(&self, fua: bool) -> bool {
         fua || !self.wce
     }
 
-    fn shared_io(&self) -> RwLockReadGuard<'_, ()> {
-        self.lu
-            .io_lock
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Reads and writes share the LU's I/O lock; COMPARE AND WRITE, ORWRITE, WRITE ATOMIC
+    /// and WRITE AND VERIFY take it exclusively. Inside a non-blocking attempt a held lock
+    /// is "would block", not a wait on the reactor thread.
+    pub(crate) fn shared_io(&self) -> Result<RwLockReadGuard<'_, ()>, Fail> {
+        shared_io(self.lu)
     }
 
-    fn exclusive_io(&self) -> RwLockWriteGuard<'_, ()> {
+    pub(crate) fn exclusive_io(&self) -> RwLockWriteGuard<'_, ()> {
         self.lu
             .io_lock
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_into(&self, buf: &mut [u8], offset: u64) -> Result<(), Fail> {
+    pub(crate) fn read_into(&self, buf: &mut [u8], offset: u64) -> Result<(), Fail> {
         self.backend()
             .read_at(buf, offset)
             .map_err(|e| io_fail(Dir::Read, &e))
     }
 
-    fn write_from(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), Fail> {
+    pub(crate) fn write_from(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), Fail> {
         self.backend()
             .write_at(buf, offset, self.durable(fua))
             .map_err(|e| io_fail(Dir::Write, &e))
@@ -104,13 +120,8 @@ pub(crate) fn execute(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
         Cdb::Read(rw) => read(ctx, &rw),
         Cdb::Write(rw) => write(ctx, &rw),
         Cdb::Verify { rw, bytchk } => verify(ctx, &rw, bytchk),
-        Cdb::WriteAndVerify { rw, bytchk } => {
-            if bytchk > 1 {
-                return Err(SenseReason::InvalidFieldInCdb.into());
-            }
-            // The data is compared against what we just wrote: it always matches.
-            write(ctx, &Rw { fua: true, ..rw })
-        }
+        Cdb::WriteAndVerify { rw, bytchk } => write_and_verify(ctx, &rw, bytchk),
+        Cdb::WriteAtomic { rw, boundary } => write_atomic(ctx, &rw, boundary),
         Cdb::WriteSame {
             rw,
             unmap,
@@ -161,98 +172,15 @@ pub(crate) fn execute(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
             put(ctx.data_in, d, alloc_len);
             Ok(())
         }
-        Cdb::Sanitize {
-            service_action,
-            param_len,
-            ..
-        } => sanitize(ctx, service_action, param_len),
         _ => Err(SenseReason::InvalidCommandOperationCode.into()),
     }
-}
-
-/// Bytes written per SANITIZE OVERWRITE/BLOCK ERASE request (a multiple of both block sizes).
-const SANITIZE_CHUNK: usize = 1 << 20;
-
-/// SANITIZE (SBC-4 §5.28): OVERWRITE with a pattern, BLOCK ERASE, EXIT FAILURE MODE.
-/// Runs to completion before status (IMMED is honoured as "done when status arrives").
-fn sanitize(ctx: &mut Ctx<'_>, service_action: u8, param_len: u32) -> Exec {
-    use super::cdb::sa;
-    ctx.check_writable()?;
-    let bs = ctx.bs() as usize;
-    let pattern = match service_action {
-        sa::SANITIZE_OVERWRITE => {
-            // Parameter list (SBC-4 §5.28.3): INVERT/TEST/OWCOUNT, length, pattern.
-            // A list that cannot hold 1..=block-size pattern bytes, and any inconsistent
-            // field in it, is reported against the CDB (as libiscsi's Sanitize tests expect).
-            if param_len <= 4 || param_len as usize > bs + 4 {
-                return Err(SenseReason::InvalidFieldInCdb.into());
-            }
-            let p = ctx
-                .data_out
-                .get(..param_len as usize)
-                .ok_or(SenseReason::ParameterListLengthError)?;
-            let [b0, _, l0, l1, pattern @ ..] = p else {
-                return Err(SenseReason::ParameterListLengthError.into());
-            };
-            let len = usize::from(u16::from_be_bytes([*l0, *l1]));
-            if b0 & 0x60 != 0
-                || b0.trailing_zeros() >= 5
-                || len == 0
-                || len > bs
-                || len != pattern.len()
-            {
-                return Err(SenseReason::InvalidFieldInCdb.into());
-            }
-            Some(pattern.to_vec())
-        }
-        sa::SANITIZE_BLOCK_ERASE | sa::SANITIZE_EXIT_FAILURE_MODE => {
-            if param_len != 0 {
-                return Err(SenseReason::InvalidFieldInCdb.into());
-            }
-            if service_action == sa::SANITIZE_EXIT_FAILURE_MODE {
-                return Ok(());
-            }
-            None
-        }
-        _ => return Err(SenseReason::InvalidFieldInCdb.into()),
-    };
-    ctx.lock().sanitizing = true;
-    let result = sanitize_medium(ctx, pattern.as_deref());
-    ctx.lock().sanitizing = false;
-    result
-}
-
-fn sanitize_medium(ctx: &Ctx<'_>, pattern: Option<&[u8]>) -> Exec {
-    let _io = ctx.exclusive_io();
-    let total = ctx.capacity_blocks * ctx.bs();
-    if pattern.is_none() && ctx.lu.thin {
-        ctx.backend()
-            .discard(0, total)
-            .map_err(|e| io_fail(Dir::Write, &e))?;
-        return flush(ctx);
-    }
-    // A pattern shorter than a block repeats from the start of every block.
-    let bs = ctx.bs() as usize;
-    let block: Vec<u8> = match pattern {
-        Some(p) => p.iter().copied().cycle().take(bs).collect(),
-        None => vec![0u8; bs],
-    };
-    let buf = block.repeat(SANITIZE_CHUNK / bs);
-    let mut pos = 0u64;
-    while pos < total {
-        let n = (total - pos).min(buf.len() as u64) as usize;
-        ctx.backend()
-            .write_at(&buf[..n], pos, false)
-            .map_err(|e| io_fail(Dir::Write, &e))?;
-        pos += n as u64;
-    }
-    flush(ctx)
 }
 
 fn read(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
     let (offset, len) = ctx.check_rw(rw)?;
     // `len` is bounded by the maximum transfer length checked above.
     let Ctx { lu, data_in, .. } = ctx;
+    let _io = shared_io(lu)?;
     lu.backend
         .read_append(data_in, len as usize, offset)
         .map_err(|e| io_fail(Dir::Read, &e))
@@ -267,8 +195,60 @@ fn write(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
     if n == 0 {
         return Ok(());
     }
-    let _io = ctx.shared_io();
+    let _io = ctx.shared_io()?;
     ctx.write_from(&ctx.data_out[..n], offset, rw.fua)
+}
+
+/// WRITE AND VERIFY(10/12/16) (SBC-4 §5.45..§5.47): the write is durable; with BYTCHK 01b
+/// the medium is then read back and compared with the Data-Out buffer, under the exclusive
+/// I/O lock so no other write can land in between. BYTCHK 1xb is reserved.
+fn write_and_verify(ctx: &mut Ctx<'_>, rw: &Rw, bytchk: u8) -> Exec {
+    if bytchk > 1 {
+        return Err(super::sense::Sense::invalid_cdb_field(1, Some(2)).into());
+    }
+    if bytchk == 0 {
+        return write(ctx, &Rw { fua: true, ..*rw });
+    }
+    let (offset, len) = ctx.check_rw(rw)?;
+    ctx.check_writable()?;
+    let n = (len as usize).min(ctx.data_out.len());
+    if n == 0 {
+        return Ok(());
+    }
+    let _io = ctx.exclusive_io();
+    let written = &ctx.data_out[..n];
+    ctx.write_from(written, offset, true)?;
+    let mut medium = vec![0u8; n];
+    ctx.read_into(&mut medium, offset)?;
+    match medium.iter().zip(written).position(|(a, b)| a != b) {
+        // INFORMATION: offset of the first miscompared byte in the Data-Out buffer.
+        Some(pos) => Err(Sense::with_info(SenseReason::MiscompareDuringVerify, pos as u64).into()),
+        None => Ok(()),
+    }
+}
+
+/// WRITE ATOMIC(16) (SBC-4 §5.48, §4.29): all of the blocks or none, as seen by every
+/// other command on this LU: the write runs under the exclusive I/O lock, which READ and
+/// WRITE take shared. Atomic with respect to concurrent commands, not to a crash of the
+/// host in the middle of the backing store's write.
+fn write_atomic(ctx: &mut Ctx<'_>, rw: &Rw, boundary: u16) -> Exec {
+    // MAXIMUM ATOMIC BOUNDARY SIZE is zero: a non-zero ATOMIC BOUNDARY is invalid.
+    if boundary != 0 {
+        return Err(super::sense::Sense::invalid_cdb_field(10, None).into());
+    }
+    let (offset, len) = ctx.check_rw(rw)?;
+    ctx.check_writable()?;
+    let len = len as usize;
+    if len == 0 {
+        return Ok(());
+    }
+    // Fewer Data-Out bytes than the CDB names cannot be written atomically.
+    let data = ctx
+        .data_out
+        .get(..len)
+        .ok_or(SenseReason::InvalidFieldInInformationUnit)?;
+    let _io = ctx.exclusive_io();
+    ctx.write_from(data, offset, rw.fua)
 }
 
 /// VERIFY (SBC-4 §5.30): BYTCHK 00b medium only, 01b compare, 11b compare one block to each.
@@ -289,7 +269,10 @@ fn verify(ctx: &mut Ctx<'_>, rw: &Rw, bytchk: u8) -> Exec {
         .get(..expected_len)
         .ok_or(SenseReason::InvalidFieldInCdb)?;
     let mut medium = vec![0u8; len as usize];
-    ctx.read_into(&mut medium, offset)?;
+    {
+        let _io = ctx.shared_io()?;
+        ctx.read_into(&mut medium, offset)?;
+    }
     let mismatch = if bytchk == 1 {
         medium.iter().zip(expected).position(|(a, b)| a != b)
     } else {
@@ -358,7 +341,7 @@ fn write_same(ctx: &mut Ctx<'_>, rw: &Rw, unmap: bool, anchor: bool, ndob: bool)
     }
     let offset = rw.lba * bs as u64;
     let len = blocks * bs as u64;
-    let _io = ctx.shared_io();
+    let _io = ctx.shared_io()?;
     if unmap && ctx.lu.thin {
         // With UNMAP set we deallocate whatever the pattern (as LIO and tgt do); LBPRZ=1
         // tells the initiator the blocks now read as zeros.
@@ -381,7 +364,7 @@ fn write_same(ctx: &mut Ctx<'_>, rw: &Rw, unmap: bool, anchor: bool, ndob: bool)
     if ctx.wce { Ok(()) } else { flush(ctx) }
 }
 
-fn flush(ctx: &Ctx<'_>) -> Exec {
+pub(crate) fn flush(ctx: &Ctx<'_>) -> Exec {
     ctx.backend().flush().map_err(|e| io_fail(Dir::Write, &e))
 }
 
@@ -428,7 +411,7 @@ fn unmap(ctx: &mut Ctx<'_>, anchor: bool, param_len: u32) -> Exec {
         }
     }
     let bs = ctx.bs();
-    let _io = ctx.shared_io();
+    let _io = ctx.shared_io()?;
     for (lba, blocks) in ranges {
         ctx.backend()
             .discard(lba * bs, blocks * bs)

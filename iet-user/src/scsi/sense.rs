@@ -11,6 +11,7 @@ pub mod key {
     pub const UNIT_ATTENTION: u8 = 0x6;
     pub const DATA_PROTECT: u8 = 0x7;
     pub const ABORTED_COMMAND: u8 = 0xb;
+    pub const COPY_ABORTED: u8 = 0xa;
     pub const MISCOMPARE: u8 = 0xe;
 }
 
@@ -62,6 +63,15 @@ sense_reasons! {
     SavingParametersNotSupported = (ILLEGAL_REQUEST, 0x39, 0x00),
     MediumRemovalPrevented = (ILLEGAL_REQUEST, 0x53, 0x02),
     InsufficientRegistrationResources = (ILLEGAL_REQUEST, 0x55, 0x04),
+    TooManyTargetDescriptors = (ILLEGAL_REQUEST, 0x26, 0x06),
+    UnsupportedTargetDescriptorTypeCode = (ILLEGAL_REQUEST, 0x26, 0x07),
+    TooManySegmentDescriptors = (ILLEGAL_REQUEST, 0x26, 0x08),
+    UnsupportedSegmentDescriptorTypeCode = (ILLEGAL_REQUEST, 0x26, 0x09),
+    InlineDataLengthExceeded = (ILLEGAL_REQUEST, 0x26, 0x0b),
+    /// EXTENDED COPY: a segment failed at a copy target (SPC-4 §6.4.5.1).
+    CopyAbortedNoSense = (COPY_ABORTED, 0x00, 0x00),
+    UnreachableCopyTarget = (COPY_ABORTED, 0x08, 0x04),
+    CopyTargetDeviceNotReachable = (COPY_ABORTED, 0x0d, 0x02),
     PowerOnResetOccurred = (UNIT_ATTENTION, 0x29, 0x00),
     PowerOnOccurred = (UNIT_ATTENTION, 0x29, 0x01),
     ScsiBusResetOccurred = (UNIT_ATTENTION, 0x29, 0x02),
@@ -80,11 +90,20 @@ sense_reasons! {
     MiscompareDuringVerify = (MISCOMPARE, 0x1d, 0x00),
 }
 
-/// Sense to report: a reason plus the optional INFORMATION field (LBA, miscompare offset).
+/// Sense to report: a reason plus the optional INFORMATION field (LBA, miscompare offset)
+/// and the optional field pointer of the sense-key specific bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sense {
     pub reason: SenseReason,
     pub information: Option<u64>,
+    pub field: Option<FieldPointer>,
+}
+
+/// Which CDB byte (and bit) was invalid (SPC-5 §4.4.2.4.2, C/D = 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldPointer {
+    pub byte: u16,
+    pub bit: Option<u8>,
 }
 
 impl From<SenseReason> for Sense {
@@ -92,6 +111,7 @@ impl From<SenseReason> for Sense {
         Self {
             reason,
             information: None,
+            field: None,
         }
     }
 }
@@ -99,9 +119,25 @@ impl From<SenseReason> for Sense {
 impl Sense {
     pub fn with_info(reason: SenseReason, information: u64) -> Self {
         Self {
-            reason,
             information: Some(information),
+            ..reason.into()
         }
+    }
+
+    /// INVALID FIELD IN CDB pointing at `byte` (and the field's most significant `bit`).
+    pub fn invalid_cdb_field(byte: u16, bit: Option<u8>) -> Self {
+        Self {
+            field: Some(FieldPointer { byte, bit }),
+            ..SenseReason::InvalidFieldInCdb.into()
+        }
+    }
+
+    /// The three sense-key specific bytes: SKSV, C/D, BPV, BIT POINTER, FIELD POINTER.
+    fn sense_key_specific(&self) -> Option<[u8; 3]> {
+        let f = self.field?;
+        let bits = f.bit.map_or(0, |b| 0x08 | (b & 0x07));
+        let [hi, lo] = f.byte.to_be_bytes();
+        Some([0x80 | 0x40 | bits, hi, lo])
     }
 
     /// Encode as fixed format (SPC-5 §4.4.3) or descriptor format (§4.4.2) when D_SENSE is set.
@@ -113,6 +149,10 @@ impl Sense {
                 // Information descriptor (§4.4.2.2): type 00h, additional length 0Ah, VALID.
                 s.extend_from_slice(&[0x00, 0x0a, 0x80, 0x00]);
                 s.extend_from_slice(&info.to_be_bytes());
+            }
+            if let Some(sks) = self.sense_key_specific() {
+                // Sense key specific descriptor (§4.4.2.4): type 02h, additional length 06h.
+                s.extend_from_slice(&[0x02, 0x06, 0, 0, sks[0], sks[1], sks[2], 0]);
             }
             s[7] = (s.len() - 8) as u8;
             s
@@ -130,6 +170,9 @@ impl Sense {
             s[7] = 10;
             s[12] = asc;
             s[13] = ascq;
+            if let Some(sks) = self.sense_key_specific() {
+                s[15..18].copy_from_slice(&sks);
+            }
             s
         }
     }
@@ -151,6 +194,16 @@ mod tests {
         assert_eq!(s[2], 0x0e);
         assert_eq!(&s[3..7], &[0, 0, 0x12, 0x34]);
         assert_eq!((s[12], s[13]), (0x1d, 0));
+    }
+
+    #[test]
+    fn field_pointer_in_both_formats() {
+        let s = Sense::invalid_cdb_field(2, Some(2));
+        let fixed = s.encode(false);
+        assert_eq!(&fixed[15..18], &[0xca, 0, 2]);
+        let desc = s.encode(true);
+        assert_eq!(desc[7], 8);
+        assert_eq!(&desc[8..], &[0x02, 0x06, 0, 0, 0xca, 0, 2, 0]);
     }
 
     #[test]

@@ -116,11 +116,10 @@ pub(crate) fn inquiry(ctx: &mut Ctx<'_>, evpd: bool, page: u8, alloc_len: u32) -
         let data = vpd::page(ctx, page)?;
         put(ctx.data_in, &data, alloc_len);
     } else {
-        put(
-            ctx.data_in,
-            &standard_inquiry(0x00, &ctx.lu.vendor, &ctx.lu.product),
-            alloc_len,
-        );
+        let mut d = standard_inquiry(0x00, &ctx.lu.vendor, &ctx.lu.product);
+        // 3PC: the copy manager serves EXTENDED COPY (SPC-5 §6.7.2).
+        d[5] |= 0x08;
+        put(ctx.data_in, &d, alloc_len);
     }
     Ok(())
 }
@@ -292,8 +291,10 @@ pub(crate) fn report_supported_opcodes(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
         }
         1..=3 => {
             let with_sa = has_service_actions(opcode);
+            // SPC-5 §6.35.1: option 001b for an opcode with service actions, or 010b for one
+            // without, is INVALID FIELD IN CDB; the field pointer names REPORTING OPTIONS.
             if (options == 1 && with_sa) || (options == 2 && !with_sa) {
-                return Err(SenseReason::InvalidFieldInCdb.into());
+                return Err(Sense::invalid_cdb_field(2, Some(2)).into());
             }
             let entry = OPCODES.iter().filter(|o| supported(ctx, o)).find(|o| {
                 o.opcode == opcode
@@ -313,7 +314,7 @@ pub(crate) fn report_supported_opcodes(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
                 None => d.extend_from_slice(&[0, 0x01, 0, 0]),
             }
         }
-        _ => return Err(SenseReason::InvalidFieldInCdb.into()),
+        _ => return Err(Sense::invalid_cdb_field(2, Some(2)).into()),
     }
     put(ctx.data_in, &d, alloc_len);
     Ok(())

@@ -5,7 +5,7 @@ use super::exec::{Ctx, Fail};
 use super::sense::SenseReason;
 
 /// Supported pages, ascending (SPC-5 §7.7.16 requires the order).
-const PAGES: [u8; 7] = [0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2];
+const PAGES: [u8; 8] = [0x00, 0x80, 0x83, 0x86, 0x8f, 0xb0, 0xb1, 0xb2];
 
 /// Largest transfer we accept in one command, in bytes: the transport's write buffer
 /// limit, and what libiscsi's 65536-block WRITE SAME tests need at 512-byte blocks.
@@ -63,13 +63,7 @@ pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
             t10.resize(8, b' ');
             t10.extend(lu.serial.bytes().filter(u8::is_ascii_graphic).take(200));
             designator(&mut b, 0x02, 0x01, &t10);
-            // NAA IEEE Registered Extended (6h), binary, LU association. The "OUI" is
-            // locally derived: the whole value comes from device_id.
-            let mut naa = [0u8; 16];
-            naa[0] = 0x60 | ((lu.device_id >> 60) as u8 & 0x0f);
-            naa[1..8].copy_from_slice(&(lu.device_id << 4).to_be_bytes()[..7]);
-            naa[8..16].copy_from_slice(&lu.device_id.rotate_left(17).to_be_bytes());
-            designator(&mut b, 0x01, 0x03, &naa);
+            designator(&mut b, 0x01, 0x03, &lu.naa_designator());
             // Relative target port (PIV, target port association, iSCSI protocol 5h).
             let rtp = ctx.nexus.relative_target_port.to_be_bytes();
             designator(&mut b, 0x51, 0x94, &[0, 0, rtp[0], rtp[1]]);
@@ -91,6 +85,7 @@ pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
             b[1] = 0x07;
             with_header(0x86, &b)
         }
+        0x8f => with_header(0x8f, &super::xcopy::third_party_copy_descriptors()),
         0xb0 => {
             let mut b = vec![0u8; 0x3c];
             // WSNZ = 0: WRITE SAME with zero blocks means "to the end".
@@ -105,6 +100,9 @@ pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
                 b[24..28].copy_from_slice(&1u32.to_be_bytes());
             }
             b[32..40].copy_from_slice(&MAX_WRITE_SAME_BLOCKS.to_be_bytes());
+            // MAXIMUM ATOMIC TRANSFER LENGTH; ATOMIC ALIGNMENT and ATOMIC TRANSFER LENGTH
+            // GRANULARITY 0 (no restriction); no atomic boundaries (SBC-4 §6.6.4).
+            b[40..44].copy_from_slice(&max_transfer_blocks(bs).to_be_bytes());
             with_header(0xb0, &b)
         }
         0xb1 => {

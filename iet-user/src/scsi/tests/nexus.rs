@@ -35,6 +35,11 @@ fn establish_ua_is_for_one_nexus_and_pending_ua_peeks() {
     assert_eq!(rig.check(&rig.b, &TUR, &[]), (0x06, 0x2f, 0x00));
     assert_eq!(rig.units.pending_ua(0, &rig.b), None);
     assert_eq!(rig.status(&rig.a, &TUR, &[]), ScsiStatus::Good);
+    // Every other nexus, and not the one that cleared the task set.
+    rig.units
+        .establish_ua_for_others(0, rig.a.id, SenseReason::CommandsClearedByAnotherInitiator);
+    assert_eq!(rig.units.pending_ua(0, &rig.a), None);
+    assert_eq!(rig.units.pending_ua(0, &rig.b), Some((0x06, 0x2f, 0x00)));
     // A nexus the LU has not seen starts with POWER ON.
     let c = nexus(3);
     assert_eq!(rig.units.pending_ua(0, &c), Some((0x06, 0x29, 0x00)));
