@@ -242,6 +242,72 @@ pub fn render(d: &Daemon) -> String {
         );
         let luns = t.lun_specs.lock().expect("specs lock").len();
         let _ = writeln!(out, "iet_target_luns{{{labels}}} {luns}");
+        for (lun, stats) in t.luns.backend_metrics() {
+            for (stat, v) in stats {
+                let out = x.family(
+                    "iet_backend_stat",
+                    "gauge",
+                    "A backing store's own figures (RBD requests, bytes, in-flight depth).",
+                );
+                let _ = writeln!(
+                    out,
+                    "iet_backend_stat{{{labels},lun=\"{lun}\",stat=\"{stat}\"}} {v}"
+                );
+            }
+        }
+    }
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &d.registry.limits.counters;
+        let out = x.family(
+            "iet_login_refusals_total",
+            "counter",
+            "Logins refused or cut by an abuse limit, by reason.",
+        );
+        for (reason, n) in [
+            ("busy", c.logins_refused_busy.load(Relaxed)),
+            ("timeout", c.logins_timed_out.load(Relaxed)),
+            ("sessions", c.sessions_refused.load(Relaxed)),
+            ("chap_locked", c.chap_refused_locked.load(Relaxed)),
+        ] {
+            let _ = writeln!(out, "iet_login_refusals_total{{reason=\"{reason}\"}} {n}");
+        }
+        let out = x.family(
+            "iet_chap_failures_total",
+            "counter",
+            "CHAP authentication failures.",
+        );
+        let _ = writeln!(
+            out,
+            "iet_chap_failures_total {}",
+            c.chap_failures.load(Relaxed)
+        );
+        let out = x.family(
+            "iet_chap_lockouts_total",
+            "counter",
+            "Initiator name and address pairs locked out after CHAP failures.",
+        );
+        let _ = writeln!(
+            out,
+            "iet_chap_lockouts_total {}",
+            c.chap_lockouts.load(Relaxed)
+        );
+        let a = &d.registry.admission;
+        let out = x.family(
+            "iet_write_budget_bytes",
+            "gauge",
+            "The daemon-wide write-data budget: its limit and what writes hold now.",
+        );
+        let _ = writeln!(
+            out,
+            "iet_write_budget_bytes{{kind=\"limit\"}} {}",
+            a.daemon.limit()
+        );
+        let _ = writeln!(
+            out,
+            "iet_write_budget_bytes{{kind=\"held\"}} {}",
+            a.daemon.used()
+        );
     }
     for s in d.registry.sessions() {
         let Some(t) = s.target() else { continue };

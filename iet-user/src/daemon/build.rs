@@ -80,7 +80,9 @@ pub fn target_settings(t: &TargetConfig) -> anyhow::Result<TargetSettings> {
 pub fn lun_config(target: &str, spec: &LunSpec, state_dir: &Path) -> anyhow::Result<LunConfig> {
     if let Some(size) = spec.create_size {
         let path = Path::new(&spec.path);
-        if !spec.path.starts_with("mem:") && !path.exists() {
+        // Only local files are created; RBD images are opened, never made.
+        let local = !spec.path.starts_with("mem:") && !spec.path.starts_with("rbd:");
+        if local && !path.exists() {
             let f = std::fs::File::create(path)
                 .with_context(|| format!("creating {}", path.display()))?;
             f.set_len(size)

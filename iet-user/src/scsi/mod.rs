@@ -329,6 +329,23 @@ impl LogicalUnits {
         self.get(lun).is_some_and(|lu| lu.backend.nowait_writes())
     }
 
+    /// Each LU's backing-store figures (`BlockBackend::metrics`), by LUN.
+    pub fn backend_metrics(&self) -> Vec<(u64, Vec<(&'static str, u64)>)> {
+        self.luns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(&n, lu)| (n, lu.backend.metrics()))
+            .filter(|(_, m)| !m.is_empty())
+            .collect()
+    }
+
+    /// Whether the LU's store does best with buffered writes one at a time
+    /// (a local file's inode lock) rather than in flight together (RBD).
+    pub fn serial_writes(&self, lun: u64) -> bool {
+        self.get(lun).is_none_or(|lu| lu.backend.serial_writes())
+    }
+
     /// Whether the LU caches writes (WCE): plain writes then need no flush.
     pub fn write_cache_enabled(&self, lun: u64) -> bool {
         self.get(lun).is_some_and(|lu| lu.lock().mode.wce)

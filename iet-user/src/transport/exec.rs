@@ -280,10 +280,13 @@ impl ExecContext {
         nowait::attempt(|| self.luns.execute_command(&req, data_out, &mut data_in))
     }
 
-    /// Whether a write only needs the page cache (no FUA, write cache on):
-    /// such writes queue on the LU's write lane.
+    /// Whether a write only needs the page cache (no FUA, write cache on)
+    /// of a store that takes writes best one at a time: such writes queue
+    /// on the LU's write lane; others (RBD) run concurrently.
     pub fn is_buffered_write(&self, info: &CommandInfo) -> bool {
-        info.class.plain_write_no_fua && self.luns.write_cache_enabled(info.lun)
+        info.class.plain_write_no_fua
+            && self.luns.write_cache_enabled(info.lun)
+            && self.luns.serial_writes(info.lun)
     }
 
     fn record(&self, info: &CommandInfo, outcome: &CommandOutcome, in_len: u64) {
