@@ -439,6 +439,24 @@ fn compare_and_write(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
         return Err(SenseReason::InvalidFieldInCdb.into());
     }
     let (verify, write) = ctx.data_out.split_at(len);
+    // A store that compares and writes itself (RBD) is atomic across every
+    // gateway, not only within this one; it may refuse a range it cannot do.
+    if ctx.backend().supports_compare_and_write() {
+        match ctx.backend().compare_and_write(verify, write, offset) {
+            Ok(crate::backend::CompareOutcome::Written) => {
+                return if ctx.durable(rw.fua) {
+                    ctx.backend().flush().map_err(|e| io_fail(Dir::Write, &e))
+                } else {
+                    Ok(())
+                };
+            }
+            Ok(crate::backend::CompareOutcome::Miscompare(pos)) => {
+                return Err(Sense::with_info(SenseReason::MiscompareDuringVerify, pos).into());
+            }
+            Err(e) if e.kind() == BackendErrorKind::NotSupported => {}
+            Err(e) => return Err(io_fail(Dir::Write, &e)),
+        }
+    }
     let _io = ctx.exclusive_io();
     let mut medium = vec![0u8; len];
     ctx.read_into(&mut medium, offset)?;
