@@ -122,7 +122,10 @@ struct Shared {
 impl Shared {
     fn error(&self, what: String) {
         self.counters.errors.fetch_add(1, Relaxed);
-        let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self
+            .samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if s.len() < 20 {
             s.push(what);
         }
@@ -219,7 +222,6 @@ fn receive(c: &mut Conn, lun: u64, payload: &[u8]) -> std::io::Result<Got> {
             status: pdu.bhs.0[3],
             ua: false,
         },
-        Some(Opcode::DataIn) => Got::Nothing,
         Some(Opcode::ScsiResponse) => {
             let status = pdu.bhs.0[3];
             // Sense key in fixed (byte 2) or descriptor (byte 1) format,
@@ -261,7 +263,7 @@ fn receive(c: &mut Conn, lun: u64, payload: &[u8]) -> std::io::Result<Got> {
             itt,
             response: pdu.bhs.0[2],
         },
-        Some(Opcode::AsyncMessage) => Got::Nothing,
+        Some(Opcode::DataIn | Opcode::AsyncMessage) => Got::Nothing,
         other => {
             return Err(std::io::Error::other(format!("unexpected {other:?}")));
         }

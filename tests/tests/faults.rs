@@ -13,6 +13,7 @@
 use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,8 +56,9 @@ impl Drop for Mount {
     }
 }
 
-/// Which I/O the FUSE file fails, changed by the test while ietd runs.
+/// Which I/O the FUSE file fails (EIO), changed by the test while ietd runs.
 #[derive(Default)]
+#[allow(clippy::struct_field_names, reason = "each field is an EIO switch")]
 struct Faults {
     read_eio: Mutex<Option<Range<u64>>>,
     write_eio: Mutex<Option<Range<u64>>>,
@@ -70,11 +72,15 @@ fn overlaps(r: &Mutex<Option<Range<u64>>>, offset: u64, len: u64) -> bool {
         .is_some_and(|r| offset < r.end && offset + len > r.start)
 }
 
-/// One directory with one file, `disk.img`, kept in memory. Opened with
-/// direct I/O, so every read and write reaches us (no page cache between).
+/// One directory with one file, `disk.img`, kept in memory. With
+/// `direct_io` every read and write reaches us (no page cache between);
+/// without it, writes go through the page cache and a write with
+/// RWF_DSYNC or an fdatasync reaches us as FUSE_FSYNC (with direct I/O the
+/// kernel never asks the filesystem to sync a RWF_DSYNC write).
 struct FaultFs {
     data: Vec<u8>,
     faults: Arc<Faults>,
+    direct_io: bool,
 }
 
 const ROOT: u64 = 1;
@@ -150,7 +156,12 @@ impl Filesystem for FaultFs {
     }
 
     fn open(&mut self, _req: &Request<'_>, _ino: u64, _flags: i32, reply: ReplyOpen) {
-        reply.opened(0, fuser::consts::FOPEN_DIRECT_IO);
+        let flags = if self.direct_io {
+            fuser::consts::FOPEN_DIRECT_IO
+        } else {
+            0
+        };
+        reply.opened(0, flags);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -165,7 +176,7 @@ impl Filesystem for FaultFs {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        let offset = offset as u64;
+        let offset = offset.cast_unsigned();
         if overlaps(&self.faults.read_eio, offset, u64::from(size)) {
             return reply.error(libc::EIO);
         }
@@ -187,7 +198,7 @@ impl Filesystem for FaultFs {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        let offset = offset as usize;
+        let offset = offset.cast_unsigned() as usize;
         if overlaps(&self.faults.write_eio, offset as u64, data.len() as u64) {
             return reply.error(libc::EIO);
         }
@@ -221,13 +232,14 @@ struct FuseMount {
 }
 
 impl FuseMount {
-    fn new(dir: &Path, size: usize) -> FuseMount {
+    fn new(dir: &Path, size: usize, direct_io: bool) -> FuseMount {
         let dir = dir.join("fuse");
         std::fs::create_dir_all(&dir).expect("FUSE mount point");
         let faults = Arc::new(Faults::default());
         let fs = FaultFs {
             data: vec![0; size],
             faults: faults.clone(),
+            direct_io,
         };
         let session = fuser::spawn_mount2(
             fs,
@@ -259,7 +271,6 @@ impl FuseMount {
                 .expect("mount fusectl");
             assert!(st.success(), "mounting fusectl");
         }
-        use std::os::unix::fs::MetadataExt;
         let dev = std::fs::metadata(&self.dir).expect("stat the mount").dev();
         let minor = libc::minor(dev);
         std::fs::write(fusectl.join(minor.to_string()).join("abort"), "1")
@@ -416,7 +427,7 @@ fn eio_is_a_medium_error_for_that_command_only() {
         return;
     }
     let dir = TempDir::new("faults-eio");
-    let fuse = FuseMount::new(&dir.0, 4 << 20);
+    let fuse = FuseMount::new(&dir.0, 4 << 20, true);
     let other = dir.path("other.img");
     sparse_file(&other, 8 << 20);
     let ietd = start(&dir, &[&fuse.disk(), &other]);
@@ -451,9 +462,9 @@ fn eio_is_a_medium_error_for_that_command_only() {
     // Elsewhere on the same LU, and on the other LUN, all is well.
     let r = c.read10(0, 0, 8, BS).unwrap();
     assert_good(&r, "read outside the failing range", &ietd);
-    let w = c.write10(0, 8192, &data, BS).unwrap();
+    let w = c.write10(0, 6144, &data, BS).unwrap();
     assert_good(&w, "write outside the failing range", &ietd);
-    let r = c.read10(0, 8192, 16, BS).unwrap();
+    let r = c.read10(0, 6144, 16, BS).unwrap();
     assert_good(&r, "read back outside the failing range", &ietd);
     assert_eq!(r.data, data);
     still_served(&mut c, 1, &ietd);
@@ -477,7 +488,7 @@ fn a_failed_fdatasync_fails_synchronize_cache_and_fua_writes() {
         return;
     }
     let dir = TempDir::new("faults-fsync");
-    let fuse = FuseMount::new(&dir.0, 4 << 20);
+    let fuse = FuseMount::new(&dir.0, 4 << 20, false);
     let other = dir.path("other.img");
     sparse_file(&other, 8 << 20);
     let ietd = start(&dir, &[&fuse.disk(), &other]);
@@ -546,7 +557,7 @@ fn a_store_that_goes_away_leaves_the_other_luns_served() {
         return;
     }
     let dir = TempDir::new("faults-gone");
-    let fuse = FuseMount::new(&dir.0, 4 << 20);
+    let fuse = FuseMount::new(&dir.0, 4 << 20, true);
     let deleted = dir.path("deleted.img");
     sparse_file(&deleted, 8 << 20);
     let other = dir.path("other.img");

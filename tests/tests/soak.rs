@@ -11,7 +11,7 @@ use iet_tests::soak::{SoakConfig, run, summary, verdict};
 fn one_minute_soak_has_no_errors_and_returns_to_baseline() {
     let report = run(&SoakConfig {
         sessions: 64,
-        duration: Duration::from_secs(60),
+        duration: Duration::from_mins(1),
         qd: 8,
     });
     println!("{}", summary(&report));
