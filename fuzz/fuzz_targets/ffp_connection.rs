@@ -200,7 +200,7 @@ fn run(u: &mut Unstructured<'_>, budgets: &Budgets) -> Result<()> {
             }
             _ => {
                 let itt = *u.choose(&itts)?;
-                drop(conn.abort_write(itt));
+                let _ = conn.abort_write(itt);
             }
         }
         while let Some(ev) = conn.poll_event() {

@@ -459,6 +459,27 @@ fn raise_fd_limit() {
     }
 }
 
+/// One session writes and reads each LUN and logs out: the per-LU write
+/// lane threads start on a LU's first write and live as long as the LU,
+/// so the baseline is taken after them.
+fn warm_up(portal: SocketAddr, ietd: &Ietd) {
+    let mut c = Conn::connect(portal).expect("connect");
+    c.login(&LoginOptions::normal(TARGET))
+        .unwrap_or_else(|e| panic!("warm-up login: {e:?}\n{}", ietd.log()));
+    for lun in [0, 1] {
+        c.clear_unit_attention(lun).expect("TEST UNIT READY");
+        let w = c.write10(lun, 0, &[0x5a; 4096], BS).expect("warm-up write");
+        let r = c.read10(lun, 0, 8, BS).expect("warm-up read");
+        assert!(
+            w.status == 0 && r.status == 0,
+            "warm-up I/O failed:\n{}",
+            ietd.log()
+        );
+    }
+    c.logout().expect("warm-up logout");
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// Starts ietd on two sparse file LUNs (LUN 0 for the load, LUN 1 for the
 /// sessions that reset it), runs the soak and stops ietd.
 pub fn run(cfg: &SoakConfig) -> SoakReport {
@@ -482,7 +503,7 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
     std::fs::write(&conf, toml).expect("write soak.toml");
     let mut ietd = Ietd::start(&dir, portal, &["--config", conf.to_str().expect("utf-8")]);
     let pid = ietd.child.id();
-    std::thread::sleep(Duration::from_millis(500));
+    warm_up(portal, &ietd);
     let start = sample(pid);
     let began = Instant::now();
     let sh = Arc::new(Shared {
