@@ -7,6 +7,7 @@ pub mod inprocess;
 pub mod libiscsi;
 pub mod load;
 pub mod process;
+pub mod soak;
 
 /// Whether the initiator may send another non-immediate command.
 pub fn initiator_window_open(c: &initiator::Conn) -> bool {

@@ -1,4 +1,4 @@
-//! `cargo xtask run|build|test|bench|fuzz|image`: one module per command, all
+//! `cargo xtask run|build|test|bench|fuzz|soak|image|ceph`: one module per command, all
 //! sharing the prerequisite step that installs what a fresh machine lacks.
 
 mod bench;
@@ -8,6 +8,7 @@ mod fuzz;
 mod image;
 mod prereq;
 mod run;
+mod soak;
 mod test;
 
 use std::path::PathBuf;
@@ -45,11 +46,26 @@ enum Command {
     },
     /// Build the container image iet:latest locally (no registry needed).
     Image(image::ImageArgs),
+    /// Soak: many sessions of mixed I/O with disconnects, LUN resets and NOP timeouts.
+    Soak {
+        /// `--minutes N` (1), `--sessions N` (256), `--qd N` (8), `--json`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run each fuzz target for a while (cargo-fuzz, libFuzzer).
     Fuzz {
         /// Seconds per target.
         #[arg(long, default_value_t = 30)]
         seconds: u32,
+        /// Minutes per target (overrides --seconds).
+        #[arg(long)]
+        minutes: Option<u32>,
+        /// The CI pass: a short run of every target from its seeds only.
+        #[arg(long)]
+        smoke: bool,
+        /// Only this target (repeatable).
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
     /// A one-node Ceph cluster for RBD LUNs (state under target/ceph).
     Ceph {
@@ -74,9 +90,23 @@ fn main() -> ExitCode {
         Command::Build => build::build(),
         Command::Test { args } => test::test(&args),
         Command::Bench { args } => bench::bench(&args),
-        Command::Fuzz { seconds } => fuzz::fuzz(seconds),
         Command::Ceph { action, dir } => ceph::ceph(&action, dir),
         Command::Image(args) => image::image(&args),
+        Command::Soak { args } => soak::soak(&args),
+        Command::Fuzz {
+            seconds,
+            minutes,
+            smoke,
+            targets,
+        } => fuzz::fuzz(&fuzz::FuzzOptions {
+            seconds: match (smoke, minutes) {
+                (true, None) => fuzz::SMOKE_SECONDS,
+                (_, Some(m)) => m.saturating_mul(60),
+                (false, None) => seconds,
+            },
+            smoke,
+            targets,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,10 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         // A short benchmark run, no thresholds, so the harness cannot rot.
         step("benchmark smoke run (cargo xtask bench --smoke)");
         crate::bench::bench(&["--smoke".to_owned()])?;
+        // Every fuzz target for a few seconds from its seeds, after the
+        // committed crash inputs: a crash fails the run.
+        step("fuzz smoke run (cargo xtask fuzz --smoke)");
+        crate::fuzz::smoke()?;
     }
     // One closing line with the totals of every test binary.
     println!("\ntests: {passed} passed, {failed} failed");
