@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use super::alua::{SharedAlua, Tracker};
 use super::mode::ModeState;
 use super::pr::{PrState, PrStore};
 use super::ua::UnitAttentions;
@@ -20,6 +21,8 @@ pub(crate) struct Lu {
     pub(crate) serial: String,
     pub(crate) device_id: u64,
     pub(crate) pr_store: Option<Arc<dyn PrStore>>,
+    /// The target port groups' states, when the store has several gateways (SPC-5 §5.16).
+    pub(crate) alua: Option<Arc<SharedAlua>>,
     state: Mutex<LuState>,
     /// Writers share it; COMPARE AND WRITE and ORWRITE take it exclusively so their
     /// read-modify-write is atomic with respect to every other write (SBC-4 §5.3).
@@ -39,6 +42,7 @@ pub(crate) struct LuState {
     pub(crate) prevent: HashSet<u64>,
     /// A SANITIZE is running: other commands get NOT READY, SANITIZE IN PROGRESS.
     pub(crate) sanitizing: bool,
+    pub(crate) alua: Tracker,
 }
 
 impl Lu {
@@ -59,6 +63,7 @@ impl Lu {
             None => PrState::default(),
         };
         let thin = cfg.thin_provisioning && cfg.backend.supports_discard();
+        let alua = cfg.backend.alua();
         Ok(Self {
             backend: cfg.backend,
             block_size: cfg.block_size,
@@ -68,6 +73,7 @@ impl Lu {
             serial: cfg.serial,
             device_id: cfg.device_id,
             pr_store: cfg.pr_store,
+            alua,
             state: Mutex::new(LuState {
                 read_only: cfg.read_only,
                 capacity_blocks,
@@ -77,6 +83,7 @@ impl Lu {
                 mode: ModeState::new(cfg.write_cache),
                 prevent: HashSet::new(),
                 sanitizing: false,
+                alua: Tracker::default(),
             }),
             io_lock: RwLock::new(()),
         })

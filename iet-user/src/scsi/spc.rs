@@ -116,11 +116,9 @@ pub(crate) fn inquiry(ctx: &mut Ctx<'_>, evpd: bool, page: u8, alloc_len: u32) -
         let data = vpd::page(ctx, page)?;
         put(ctx.data_in, &data, alloc_len);
     } else {
-        put(
-            ctx.data_in,
-            &standard_inquiry(0x00, &ctx.lu.vendor, &ctx.lu.product),
-            alloc_len,
-        );
+        let mut data = standard_inquiry(0x00, &ctx.lu.vendor, &ctx.lu.product);
+        data[5] |= super::alua::tpgs(ctx.lu);
+        put(ctx.data_in, &data, alloc_len);
     }
     Ok(())
 }
