@@ -173,8 +173,9 @@ pub(crate) fn encode_groups(view: &AluaView, extended: bool) -> Vec<u8> {
 /// REPORT TARGET PORT GROUPS (MAINTENANCE IN, service action 0Ah; SPC-5 §6.36).
 pub(crate) fn report_target_port_groups(ctx: &mut Ctx<'_>, extended: bool, alloc_len: u32) -> Exec {
     let Some(alua) = &ctx.lu.alua else {
-        // TPGS is 00b for this LU: the command is not supported here.
-        return Err(SenseReason::InvalidCommandOperationCode.into());
+        // TPGS is 00b for this LU: the command is not supported here (SPC-5 §6.36), and, as
+        // for any unknown service action of a known opcode, that is a bad CDB field.
+        return Err(SenseReason::InvalidFieldInCdb.into());
     };
     put(
         ctx.data_in,

@@ -154,6 +154,40 @@ fn run(
 }
 
 #[test]
+fn a_logical_unit_without_gateways_has_no_groups() {
+    let units = LogicalUnits::new();
+    units
+        .add_lun(
+            0,
+            LunConfig::new(Arc::new(MemoryBackend::new(1 << 20)), "SN2", 2),
+        )
+        .expect("add lun");
+    let nexus = ItNexus {
+        id: 8,
+        initiator_port: "iqn.i,i,0x000000000002".into(),
+        target_port: "iqn.t,t,0x0001".into(),
+        relative_target_port: 1,
+    };
+    run(&units, &nexus, &[0u8; 6]);
+    let (_, _, inq) = run(&units, &nexus, &[0x12, 0, 0, 0, 96, 0]);
+    assert_eq!(inq[5] & 0x30, 0x00, "TPGS 00b");
+    let rtpg = [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    assert_eq!(run(&units, &nexus, &rtpg).1, Some((5, 0x24, 0x00)));
+    let rsoc = [0xa3, 0x0c, 0x02, 0xa3, 0, 0x0a, 0, 0, 1, 0, 0, 0];
+    assert_eq!(
+        run(&units, &nexus, &rsoc).2[1] & 0x07,
+        0x01,
+        "not supported"
+    );
+    // Without ALUA the relative target port is the portal group's.
+    let (_, _, vpd) = run(&units, &nexus, &[0x12, 1, 0x83, 1, 0, 0]);
+    assert!(
+        !vpd[4..].windows(2).any(|w| w == [0x01, 0x15]),
+        "no target port group designator"
+    );
+}
+
+#[test]
 fn a_logical_unit_with_gateways() {
     let alua = Arc::new(SharedAlua::new(view(2, 1)));
     let backend = Arc::new(Gatewayed {
@@ -212,6 +246,10 @@ fn a_logical_unit_with_gateways() {
         run(&units, &nexus, &[0x12, 0, 0, 0, 96, 0]).0,
         ScsiStatus::Good
     );
+
+    // REPORT SUPPORTED OPERATION CODES lists RTPG here (one command, MAINTENANCE IN 0Ah).
+    let rsoc = [0xa3, 0x0c, 0x02, 0xa3, 0, 0x0a, 0, 0, 1, 0, 0, 0];
+    assert_eq!(run(&units, &nexus, &rsoc).2[1] & 0x07, 0x03, "supported");
 
     // Takeover: this gateway owns the image now.
     alua.publish(view(2, 2));

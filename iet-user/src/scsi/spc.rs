@@ -234,7 +234,9 @@ pub(crate) fn start_stop_unit(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
 
 /// UNMAP exists only on thin-provisioned LUs (LBPU, SBC-4 §6.6.4).
 fn supported(ctx: &Ctx<'_>, o: &OpInfo) -> bool {
-    o.opcode != op::UNMAP || ctx.lu.thin
+    let rtpg = o.opcode == op::MAINTENANCE_IN
+        && o.service_action == Some(super::cdb::sa::REPORT_TARGET_PORT_GROUPS);
+    (o.opcode != op::UNMAP || ctx.lu.thin) && (!rtpg || super::alua::tpgs(ctx.lu) != 0)
 }
 
 fn usage_data(o: &OpInfo) -> Vec<u8> {
