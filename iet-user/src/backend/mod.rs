@@ -173,6 +173,11 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
     fn metrics(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// The ALUA target port groups of a store served by several gateways (SPC-5 §5.16),
+    /// kept current by the store; `None` (the default) for a store one gateway owns.
+    fn alua(&self) -> Option<Arc<crate::scsi::SharedAlua>> {
+        None
+    }
     /// Hint that a range will be read soon (PRE-FETCH). Best effort.
     fn prefetch(&self, _offset: u64, _len: u64) -> Result<(), BackendError> {
         Ok(())

@@ -65,6 +65,7 @@ pub mod sa {
     pub const SANITIZE_OVERWRITE: u8 = 0x01;
     pub const SANITIZE_BLOCK_ERASE: u8 = 0x02;
     pub const SANITIZE_EXIT_FAILURE_MODE: u8 = 0x1f;
+    pub const REPORT_TARGET_PORT_GROUPS: u8 = 0x0a;
     pub const REPORT_SUPPORTED_OPERATION_CODES: u8 = 0x0c;
     pub const REPORT_SUPPORTED_TMF: u8 = 0x0d;
     pub const EXTENDED_COPY_LID1: u8 = 0x00;
@@ -152,6 +153,11 @@ pub enum Cdb {
     },
     ReportSupportedTmf {
         repd: bool,
+        alloc_len: u32,
+    },
+    /// SPC-5 §6.36: PARAMETER DATA FORMAT 001b asks for the extended header.
+    ReportTargetPortGroups {
+        extended: bool,
         alloc_len: u32,
     },
     Read(Rw),
@@ -385,6 +391,13 @@ impl Cdb {
                 _ => return Err(BadField),
             },
             op::MAINTENANCE_IN => match c[1] & 0x1f {
+                sa::REPORT_TARGET_PORT_GROUPS => match c[1] >> 5 {
+                    format @ (0 | 1) => Self::ReportTargetPortGroups {
+                        extended: format == 1,
+                        alloc_len: be(&c[6..10]) as u32,
+                    },
+                    _ => return Err(BadField),
+                },
                 sa::REPORT_SUPPORTED_OPERATION_CODES => Self::ReportSupportedOpcodes {
                     rctd: bit(c[2], 7),
                     options: c[2] & 0x07,

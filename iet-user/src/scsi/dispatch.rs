@@ -37,6 +37,7 @@ pub(crate) fn execute(
         let mut st = lu.lock();
         let descriptor = st.mode.d_sense;
         st.ua.touch(req.nexus);
+        let access = super::alua::observe(lu, &mut st);
         let exempt = info.is_some_and(|i| i.ua_exempt);
         if !exempt && let Some(ua) = st.ua.take(req.nexus.id) {
             return check(ua.into(), descriptor).into();
@@ -63,6 +64,9 @@ pub(crate) fn execute(
             Ok(cdb) => cdb,
             Err(r) => return check(r.into(), descriptor).into(),
         };
+        if let Some(Err(r)) = access.map(|a| super::alua::check_access(a, &cdb)) {
+            return check(r.into(), descriptor).into();
+        }
         if let Err(f) = reservation_check(&st, req.nexus, info, &cdb) {
             return outcome(f, descriptor).into();
         }
@@ -151,6 +155,10 @@ fn run(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
         Cdb::PreventAllow { prevent } => spc::prevent_allow(ctx, prevent),
         Cdb::StartStopUnit { .. } => spc::start_stop_unit(ctx, cdb),
         Cdb::ReportSupportedOpcodes { .. } => spc::report_supported_opcodes(ctx, cdb),
+        Cdb::ReportTargetPortGroups {
+            extended,
+            alloc_len,
+        } => super::alua::report_target_port_groups(ctx, extended, alloc_len),
         Cdb::ReportSupportedTmf { repd, alloc_len } => {
             spc::report_supported_tmf(ctx, repd, alloc_len);
             Ok(())

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use super::alua::{SharedAlua, Tracker};
 use super::mode::ModeState;
 use super::pr::{PrState, PrStore};
 use super::ua::UnitAttentions;
@@ -20,6 +21,8 @@ pub(crate) struct Lu {
     pub(crate) serial: String,
     pub(crate) device_id: u64,
     pub(crate) pr_store: Option<Arc<dyn PrStore>>,
+    /// The target port groups' states, when the store has several gateways (SPC-5 §5.16).
+    pub(crate) alua: Option<Arc<SharedAlua>>,
     state: Mutex<LuState>,
     /// Writers share it; COMPARE AND WRITE and ORWRITE take it exclusively so their
     /// read-modify-write is atomic with respect to every other write (SBC-4 §5.3).
@@ -41,6 +44,7 @@ pub(crate) struct LuState {
     pub(crate) sanitizing: bool,
     /// EXTENDED COPY results held for RECEIVE COPY STATUS(LID1).
     pub(crate) copy_results: Vec<CopyResult>,
+    pub(crate) alua: Tracker,
 }
 
 impl Lu {
@@ -61,6 +65,7 @@ impl Lu {
             None => PrState::default(),
         };
         let thin = cfg.thin_provisioning && cfg.backend.supports_discard();
+        let alua = cfg.backend.alua();
         Ok(Self {
             backend: cfg.backend,
             block_size: cfg.block_size,
@@ -70,6 +75,7 @@ impl Lu {
             serial: cfg.serial,
             device_id: cfg.device_id,
             pr_store: cfg.pr_store,
+            alua,
             state: Mutex::new(LuState {
                 read_only: cfg.read_only,
                 capacity_blocks,
@@ -80,6 +86,7 @@ impl Lu {
                 prevent: HashSet::new(),
                 sanitizing: false,
                 copy_results: Vec::new(),
+                alua: Tracker::default(),
             }),
             io_lock: RwLock::new(()),
         })

@@ -1,6 +1,7 @@
 //! SCSI block-device emulation (SPC-5, SBC-4). Knows nothing of iSCSI:
 //! the transport hands in an I_T nexus, a LUN, a CDB and Data-Out bytes.
 
+mod alua;
 mod cdb;
 mod dispatch;
 mod exec;
@@ -24,6 +25,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::backend::{BackendError, BlockBackend};
 
+pub use alua::{AccessState, AluaView, SharedAlua, TargetPortGroup};
 pub use lun_addr::decode_lun;
 pub use opcodes::{CommandClass, DataDirection, classify};
 pub use pr::PrStore;

@@ -264,6 +264,14 @@ pub(crate) static OPCODES: &[OpInfo] = &[
     e(op::REPORT_LUNS, "REPORT LUNS", Always).data_in().free(),
     sa_e(
         op::MAINTENANCE_IN,
+        sa::REPORT_TARGET_PORT_GROUPS,
+        "REPORT TARGET PORT GROUPS",
+        Always,
+    )
+    .data_in()
+    .reserve_ok(),
+    sa_e(
+        op::MAINTENANCE_IN,
         sa::REPORT_SUPPORTED_OPERATION_CODES,
         "REPORT SUPPORTED OPERATION CODES",
         Always,

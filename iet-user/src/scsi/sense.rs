@@ -35,6 +35,10 @@ sense_reasons! {
     NotReadyBecomingReady = (NOT_READY, 0x04, 0x01),
     NotReadyManualIntervention = (NOT_READY, 0x04, 0x03),
     NotReadySanitizeInProgress = (NOT_READY, 0x04, 0x1b),
+    /// ALUA (SPC-5 §5.16.2.4): the target port is transitioning, standby or unavailable.
+    NotReadyAsymmetricAccessStateTransition = (NOT_READY, 0x04, 0x0a),
+    NotReadyTargetPortInStandbyState = (NOT_READY, 0x04, 0x0b),
+    NotReadyTargetPortInUnavailableState = (NOT_READY, 0x04, 0x0c),
     UnrecoveredReadError = (MEDIUM_ERROR, 0x11, 0x00),
     WriteError = (MEDIUM_ERROR, 0x0c, 0x00),
     InternalTargetFailure = (HARDWARE_ERROR, 0x44, 0x00),
@@ -81,6 +85,7 @@ sense_reasons! {
     ReservationsPreempted = (UNIT_ATTENTION, 0x2a, 0x03),
     ReservationsReleased = (UNIT_ATTENTION, 0x2a, 0x04),
     RegistrationsPreempted = (UNIT_ATTENTION, 0x2a, 0x05),
+    AsymmetricAccessStateChanged = (UNIT_ATTENTION, 0x2a, 0x06),
     CapacityDataChanged = (UNIT_ATTENTION, 0x2a, 0x09),
     ReportedLunsDataChanged = (UNIT_ATTENTION, 0x3f, 0x0e),
     /// CLEAR TASK SET (or PREEMPT AND ABORT) from another I_T nexus aborted tasks (SAM-5 §7.3).

@@ -116,10 +116,10 @@ pub(crate) fn inquiry(ctx: &mut Ctx<'_>, evpd: bool, page: u8, alloc_len: u32) -
         let data = vpd::page(ctx, page)?;
         put(ctx.data_in, &data, alloc_len);
     } else {
-        let mut d = standard_inquiry(0x00, &ctx.lu.vendor, &ctx.lu.product);
+        let mut data = standard_inquiry(0x00, &ctx.lu.vendor, &ctx.lu.product);
         // 3PC: the copy manager serves EXTENDED COPY (SPC-5 §6.7.2).
-        d[5] |= 0x08;
-        put(ctx.data_in, &d, alloc_len);
+        data[5] |= 0x08 | super::alua::tpgs(ctx.lu);
+        put(ctx.data_in, &data, alloc_len);
     }
     Ok(())
 }
@@ -235,7 +235,9 @@ pub(crate) fn start_stop_unit(ctx: &mut Ctx<'_>, cdb: Cdb) -> Exec {
 
 /// UNMAP exists only on thin-provisioned LUs (LBPU, SBC-4 §6.6.4).
 fn supported(ctx: &Ctx<'_>, o: &OpInfo) -> bool {
-    o.opcode != op::UNMAP || ctx.lu.thin
+    let rtpg = o.opcode == op::MAINTENANCE_IN
+        && o.service_action == Some(super::cdb::sa::REPORT_TARGET_PORT_GROUPS);
+    (o.opcode != op::UNMAP || ctx.lu.thin) && (!rtpg || super::alua::tpgs(ctx.lu) != 0)
 }
 
 fn usage_data(o: &OpInfo) -> Vec<u8> {

@@ -65,8 +65,16 @@ pub(crate) fn page(ctx: &Ctx<'_>, page: u8) -> Result<Vec<u8>, Fail> {
             designator(&mut b, 0x02, 0x01, &t10);
             designator(&mut b, 0x01, 0x03, &lu.naa_designator());
             // Relative target port (PIV, target port association, iSCSI protocol 5h).
-            let rtp = ctx.nexus.relative_target_port.to_be_bytes();
+            let alua = super::alua::port_ids(lu);
+            let rtp = alua
+                .map_or(ctx.nexus.relative_target_port, |(rtp, _)| rtp)
+                .to_be_bytes();
             designator(&mut b, 0x51, 0x94, &[0, 0, rtp[0], rtp[1]]);
+            // Target port group (type 5h, binary, target port association; SPC-5 §7.7.6.7).
+            if let Some((_, group)) = alua {
+                let g = group.to_be_bytes();
+                designator(&mut b, 0x01, 0x15, &[0, 0, g[0], g[1]]);
+            }
             // Target port name (SCSI name string, UTF-8).
             designator(&mut b, 0x53, 0x98, &name_string(&ctx.nexus.target_port));
             // Target device name: the target port name without ",t,0x...".

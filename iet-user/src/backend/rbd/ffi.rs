@@ -32,7 +32,55 @@ unsafe extern "C" {
     fn rados_shutdown(cluster: rados_t);
     fn rados_ioctx_create(cluster: rados_t, pool: *const c_char, io: *mut rados_ioctx_t) -> c_int;
     fn rados_ioctx_destroy(io: rados_ioctx_t);
+    fn rados_lock_exclusive(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        name: *const c_char,
+        cookie: *const c_char,
+        desc: *const c_char,
+        duration: *mut libc::timeval,
+        flags: u8,
+    ) -> c_int;
+    fn rados_lock_shared(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        name: *const c_char,
+        cookie: *const c_char,
+        tag: *const c_char,
+        desc: *const c_char,
+        duration: *mut libc::timeval,
+        flags: u8,
+    ) -> c_int;
+    fn rados_unlock(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        name: *const c_char,
+        cookie: *const c_char,
+    ) -> c_int;
+    fn rados_list_lockers(
+        io: rados_ioctx_t,
+        oid: *const c_char,
+        name: *const c_char,
+        exclusive: *mut c_int,
+        tag: *mut c_char,
+        tag_len: *mut usize,
+        clients: *mut c_char,
+        clients_len: *mut usize,
+        cookies: *mut c_char,
+        cookies_len: *mut usize,
+        addrs: *mut c_char,
+        addrs_len: *mut usize,
+    ) -> isize;
 }
+
+/// `RBD_LOCK_MODE_EXCLUSIVE` (librbd's exclusive-lock feature).
+const RBD_LOCK_MODE_EXCLUSIVE: c_int = 0;
+/// The most image lock owners `break_other_owners` looks at (librbd has one at a time).
+const MAX_IMAGE_LOCK_OWNERS: usize = 8;
+/// `LIBRADOS_LOCK_FLAG_MAY_RENEW`: take the lock, or extend it when this client holds it.
+const LOCK_FLAG_MAY_RENEW: u8 = 1;
+/// The most `list_lockers` allocates per buffer (names of a few hundred lockers).
+const MAX_LOCKERS_BYTES: usize = 64 << 10;
 
 #[link(name = "rbd")]
 unsafe extern "C" {
@@ -52,6 +100,15 @@ unsafe extern "C" {
         arg: *mut c_void,
     ) -> c_int;
     fn rbd_update_unwatch(image: rbd_image_t, handle: u64) -> c_int;
+    fn rbd_is_exclusive_lock_owner(image: rbd_image_t, is_owner: *mut c_int) -> c_int;
+    fn rbd_lock_get_owners(
+        image: rbd_image_t,
+        lock_mode: *mut c_int,
+        lock_owners: *mut *mut c_char,
+        max_lock_owners: *mut usize,
+    ) -> c_int;
+    fn rbd_lock_get_owners_cleanup(lock_owners: *mut *mut c_char, lock_owner_count: usize);
+    fn rbd_lock_break(image: rbd_image_t, lock_mode: c_int, lock_owner: *const c_char) -> c_int;
 
     fn rbd_aio_create_completion(
         arg: *mut c_void,
@@ -165,6 +222,128 @@ impl Pool {
         // SAFETY: a connected handle, a NUL-terminated pool name and a valid out pointer.
         check(unsafe { rados_ioctx_create(me.cluster, pool.as_ptr(), &raw mut me.io) })?;
         Ok(me)
+    }
+}
+
+/// How a cls_lock lock on an object is taken (librados "advisory locks").
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LockKind<'a> {
+    Exclusive,
+    /// Shared with every locker that gives the same tag.
+    Shared {
+        tag: &'a str,
+    },
+}
+
+impl Pool {
+    /// Takes or renews (`MAY_RENEW`) the lock `name` on object `oid` for `duration`; the OSD
+    /// drops it when not renewed in time. `Err(EBUSY)` while another (client, cookie) holds it.
+    pub(super) fn lock(
+        &self,
+        oid: &str,
+        name: &str,
+        cookie: &str,
+        kind: LockKind<'_>,
+        duration: std::time::Duration,
+    ) -> io::Result<()> {
+        let (oid, name, cookie) = (cstring(oid)?, cstring(name)?, cstring(cookie)?);
+        let desc = cstring("iet gateway")?;
+        let mut tv = libc::timeval {
+            tv_sec: libc::time_t::try_from(duration.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_usec: libc::suseconds_t::from(duration.subsec_micros()),
+        };
+        let ret = match kind {
+            // SAFETY: a connected I/O context, NUL-terminated strings and a timeval that
+            // outlive the call (librados copies them into the request).
+            LockKind::Exclusive => unsafe {
+                rados_lock_exclusive(
+                    self.io,
+                    oid.as_ptr(),
+                    name.as_ptr(),
+                    cookie.as_ptr(),
+                    desc.as_ptr(),
+                    &raw mut tv,
+                    LOCK_FLAG_MAY_RENEW,
+                )
+            },
+            LockKind::Shared { tag } => {
+                let tag = cstring(tag)?;
+                // SAFETY: as above.
+                unsafe {
+                    rados_lock_shared(
+                        self.io,
+                        oid.as_ptr(),
+                        name.as_ptr(),
+                        cookie.as_ptr(),
+                        tag.as_ptr(),
+                        desc.as_ptr(),
+                        &raw mut tv,
+                        LOCK_FLAG_MAY_RENEW,
+                    )
+                }
+            }
+        };
+        check(ret)
+    }
+
+    /// Releases a lock this client holds (ENOENT when it does not, e.g. expired).
+    pub(super) fn unlock(&self, oid: &str, name: &str, cookie: &str) -> io::Result<()> {
+        let (oid, name, cookie) = (cstring(oid)?, cstring(name)?, cstring(cookie)?);
+        // SAFETY: a connected I/O context and NUL-terminated strings.
+        check(unsafe { rados_unlock(self.io, oid.as_ptr(), name.as_ptr(), cookie.as_ptr()) })
+    }
+
+    /// The cookies of the current (unexpired) holders of lock `name` on `oid`; none when the
+    /// object does not exist.
+    pub(super) fn lockers(&self, oid: &str, name: &str) -> io::Result<Vec<String>> {
+        let (oid, name) = (cstring(oid)?, cstring(name)?);
+        let mut sizes = [256usize; 4];
+        loop {
+            let [mut tag_len, mut clients_len, mut cookies_len, mut addrs_len] = sizes;
+            let (mut tag, mut clients) = (vec![0u8; tag_len], vec![0u8; clients_len]);
+            let (mut cookies, mut addrs) = (vec![0u8; cookies_len], vec![0u8; addrs_len]);
+            let mut exclusive = 0;
+            // SAFETY: every buffer is as long as the length passed with it; librados writes
+            // at most that much and stores the lengths it needs.
+            let ret = unsafe {
+                rados_list_lockers(
+                    self.io,
+                    oid.as_ptr(),
+                    name.as_ptr(),
+                    &raw mut exclusive,
+                    tag.as_mut_ptr().cast(),
+                    &raw mut tag_len,
+                    clients.as_mut_ptr().cast(),
+                    &raw mut clients_len,
+                    cookies.as_mut_ptr().cast(),
+                    &raw mut cookies_len,
+                    addrs.as_mut_ptr().cast(),
+                    &raw mut addrs_len,
+                )
+            };
+            match check_len(ret) {
+                Ok(n) => {
+                    cookies.truncate(cookies_len.min(cookies.len()));
+                    return Ok(cookies
+                        .split(|&b| b == 0)
+                        .filter(|c| !c.is_empty())
+                        .take(n)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+                Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+                    let need = [tag_len, clients_len, cookies_len, addrs_len];
+                    if need.iter().any(|&n| n > MAX_LOCKERS_BYTES)
+                        || need.iter().zip(sizes).all(|(&n, s)| n <= s)
+                    {
+                        return Err(e);
+                    }
+                    sizes = need.map(|n| n.max(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
@@ -341,6 +520,57 @@ impl Image {
             Err(e) if e.raw_os_error() == Some(libc::EILSEQ) => Ok(Some(mismatch)),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Image {
+    /// Breaks librbd's exclusive image lock when another client holds it; librbd then
+    /// blocklists that client (`rbd_blocklist_on_break_lock`), so a gateway presumed dead
+    /// cannot write any more. Returns how many owners were broken; 0 when this client owns
+    /// the lock, nobody does, or the image has no exclusive-lock feature.
+    pub(super) fn break_other_owners(&self) -> io::Result<usize> {
+        let mut is_owner = 0;
+        // SAFETY: an open image and a valid out pointer.
+        match check(unsafe { rbd_is_exclusive_lock_owner(self.raw(), &raw mut is_owner) }) {
+            Ok(()) if is_owner != 0 => return Ok(0),
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        let mut owners = [ptr::null_mut::<c_char>(); MAX_IMAGE_LOCK_OWNERS];
+        let mut count = owners.len();
+        let mut mode = 0;
+        // SAFETY: `owners` has room for `count` pointers; librbd fills at most that many
+        // with strdup'ed strings and stores how many in `count`.
+        let got = check(unsafe {
+            rbd_lock_get_owners(
+                self.raw(),
+                &raw mut mode,
+                owners.as_mut_ptr(),
+                &raw mut count,
+            )
+        });
+        match got {
+            Ok(()) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINVAL)) => {
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        }
+        let count = count.min(owners.len());
+        let mut result = Ok(0);
+        for &owner in &owners[..count] {
+            // SAFETY: an open image and an owner string librbd just returned.
+            match check(unsafe { rbd_lock_break(self.raw(), RBD_LOCK_MODE_EXCLUSIVE, owner) }) {
+                Ok(()) => result = result.map(|n| n + 1),
+                // Released or broken meanwhile.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        // SAFETY: the `count` strings librbd allocated, freed once.
+        unsafe { rbd_lock_get_owners_cleanup(owners.as_mut_ptr(), count) };
+        result
     }
 }
 

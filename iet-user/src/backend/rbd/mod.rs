@@ -6,13 +6,17 @@
 //! librbd's compare-and-write, atomic across every gateway of the image (librbd 16 does that for
 //! one 512-byte sector, the size VMware's ATS uses; larger ranges report `NotSupported`). The image's size
 //! is followed through a header watch, so a resize by `rbd resize` is seen by
-//! [`BlockBackend::size`] and counted in [`RbdBackend::size_changes`].
+//! [`BlockBackend::size`] and counted in [`RbdBackend::size_changes`]. With `alua_group=N` the
+//! gateways of an image elect the active/optimized one through the cluster (`lease.rs`).
 
 mod ffi;
+mod lease;
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::{BackendError, BackendErrorKind, BlockBackend, CompareOutcome, check_range, nowait};
 
@@ -31,6 +35,11 @@ pub struct RbdSpec {
     pub conf: String,
     pub id: String,
     pub keyring: Option<String>,
+    /// `alua_group=N` (1..=65535): this gateway's ALUA target port group; with it the LU
+    /// reports ALUA and the gateways of the image elect an active/optimized one (`lease.rs`).
+    pub alua_group: Option<u16>,
+    /// `alua_lease=SECS` (2..=60): how long the owner's lease lasts without renewal.
+    pub alua_lease: Duration,
 }
 
 impl RbdSpec {
@@ -48,6 +57,8 @@ impl RbdSpec {
             conf: DEFAULT_CONF.to_owned(),
             id: DEFAULT_ID.to_owned(),
             keyring: None,
+            alua_group: None,
+            alua_lease: lease::DEFAULT_LEASE,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=')?;
@@ -58,6 +69,11 @@ impl RbdSpec {
                 "conf" => v.clone_into(&mut spec.conf),
                 "id" => v.clone_into(&mut spec.id),
                 "keyring" => spec.keyring = Some(v.to_owned()),
+                "alua_group" => spec.alua_group = Some(v.parse().ok().filter(|&g| g != 0)?),
+                "alua_lease" => {
+                    let secs: u64 = v.parse().ok().filter(|s| (2..=60).contains(s))?;
+                    spec.alua_lease = Duration::from_secs(secs);
+                }
                 _ => return None,
             }
         }
@@ -113,8 +129,10 @@ impl Drop for InFlight<'_> {
 /// An open RBD image.
 pub struct RbdBackend {
     spec: RbdSpec,
-    image: ffi::Image,
+    image: Arc<ffi::Image>,
     counters: RbdCounters,
+    /// The ALUA election, with `alua_group=`.
+    lease: Option<lease::Lease>,
 }
 
 impl fmt::Debug for RbdBackend {
@@ -157,11 +175,34 @@ impl RbdBackend {
         }
         let pool =
             ffi::Pool::connect(&spec.id, &spec.conf, &options, &spec.pool).map_err(open_error)?;
-        let image = ffi::Image::open(pool, &spec.image).map_err(open_error)?;
+        let image = Arc::new(ffi::Image::open(pool, &spec.image).map_err(open_error)?);
+        let lease = match spec.alua_group {
+            Some(group) => {
+                // A connection of its own: its client is the one that holds the locks.
+                let pool = ffi::Pool::connect(&spec.id, &spec.conf, &options, &spec.pool)
+                    .map_err(open_error)?;
+                Some(
+                    lease::Lease::start(
+                        pool,
+                        Arc::clone(&image),
+                        &spec.image,
+                        group,
+                        spec.alua_lease,
+                    )
+                    .map_err(|source| BackendError::Io {
+                        context: "taking part in the ALUA election",
+                        kind: BackendErrorKind::Other,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         Ok(RbdBackend {
             spec,
             image,
             counters: RbdCounters::default(),
+            lease,
         })
     }
 
@@ -335,6 +376,10 @@ impl BlockBackend for RbdBackend {
         true
     }
 
+    fn alua(&self) -> Option<Arc<crate::scsi::SharedAlua>> {
+        self.lease.as_ref().map(lease::Lease::shared)
+    }
+
     fn metrics(&self) -> Vec<(&'static str, u64)> {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -372,6 +417,11 @@ mod tests {
         assert_eq!(s.conf, "/tmp/c.conf");
         assert_eq!(s.id, "iet");
         assert_eq!(s.keyring.as_deref(), Some("/k"));
+        assert_eq!(s.alua_group, None);
+
+        let s = RbdSpec::parse("p/i?alua_group=2&alua_lease=4").expect("ALUA options");
+        assert_eq!(s.alua_group, Some(2));
+        assert_eq!(s.alua_lease, Duration::from_secs(4));
 
         for bad in [
             "",
@@ -382,6 +432,9 @@ mod tests {
             "p/i?x=1",
             "p/i?conf",
             "p/i?conf=",
+            "p/i?alua_group=0",
+            "p/i?alua_group=65536",
+            "p/i?alua_lease=1",
         ] {
             assert_eq!(RbdSpec::parse(bad), None, "{bad:?}");
         }
