@@ -17,12 +17,29 @@ pub struct TaskEntry {
     pub cmd_sn: u32,
     pub cid: u16,
     pub aborted: Arc<AtomicBool>,
+    /// Its completion claimed the answer, which is on its way to the
+    /// writer: too late to abort, and task management waits for it.
+    pub answering: bool,
+}
+
+/// What aborting one task found.
+#[derive(Debug, Clone)]
+pub enum Abort {
+    /// Marked aborted: it will answer nothing.
+    Aborted,
+    /// Its answer is being sent; the flag identifies it for
+    /// [`TaskTable::answered`].
+    Answering(Arc<AtomicBool>),
+    /// No such task (done already).
+    Unknown,
 }
 
 /// Live tasks of one session, by Initiator Task Tag.
 #[derive(Debug, Default)]
 pub struct TaskTable {
     tasks: Mutex<HashMap<u32, TaskEntry>>,
+    /// Woken whenever an answering task's answer is queued.
+    released: tokio::sync::Notify,
 }
 
 impl TaskTable {
@@ -36,30 +53,82 @@ impl TaskTable {
         true
     }
 
-    /// A task completes: removes it if it is still this task (not aborted,
-    /// not replaced by a new command reusing the ITT). Whoever removes the
-    /// entry, completion or abort, is the one that answers.
-    pub fn complete(&self, itt: u32, task: &Arc<AtomicBool>) -> bool {
+    /// A task completes: claims its answer if it is still this task (not
+    /// aborted, not replaced by a new command reusing the ITT). Whoever
+    /// settles the entry first, completion or abort, is the one that answers.
+    pub fn claim(&self, itt: u32, task: &Arc<AtomicBool>) -> bool {
         let mut tasks = self.tasks.lock().expect("task lock");
-        if tasks
+        match tasks.get_mut(&itt) {
+            Some(e) if Arc::ptr_eq(&e.aborted, task) && !e.answering => {
+                e.answering = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets the task if it is still this one (its answer is queued, or
+    /// it ended without one).
+    pub fn release(&self, itt: u32, task: &Arc<AtomicBool>) {
+        let answered = {
+            let mut tasks = self.tasks.lock().expect("task lock");
+            match tasks.get(&itt) {
+                Some(e) if Arc::ptr_eq(&e.aborted, task) => {
+                    tasks.remove(&itt).is_some_and(|e| e.answering)
+                }
+                _ => false,
+            }
+        };
+        if answered {
+            self.released.notify_waiters();
+        }
+    }
+
+    /// Whether this task's answer is still on its way.
+    fn is_answering(&self, itt: u32, task: &Arc<AtomicBool>) -> bool {
+        self.tasks
+            .lock()
+            .expect("task lock")
             .get(&itt)
             .is_some_and(|e| Arc::ptr_eq(&e.aborted, task))
-        {
-            tasks.remove(&itt);
-            return true;
+    }
+
+    /// Waits until the answer of a task that [`Abort::Answering`] named is
+    /// queued, up to `deadline`; false when it was not by then.
+    pub async fn answered(
+        &self,
+        itt: u32,
+        task: &Arc<AtomicBool>,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.is_answering(itt, task) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return !self.is_answering(itt, task);
+            }
         }
-        false
     }
 
-    pub fn remove(&self, itt: u32) -> Option<TaskEntry> {
-        self.tasks.lock().expect("task lock").remove(&itt)
-    }
-
-    /// Marks one task aborted and forgets it; returns its LUN.
-    pub fn abort(&self, itt: u32) -> Option<u64> {
-        let entry = self.remove(itt)?;
-        entry.aborted.store(true, Ordering::Release);
-        Some(entry.lun)
+    /// Marks one task aborted and forgets it, unless its answer is on its
+    /// way already.
+    pub fn abort(&self, itt: u32) -> (Abort, Option<TaskEntry>) {
+        let mut tasks = self.tasks.lock().expect("task lock");
+        match tasks.get(&itt) {
+            None => (Abort::Unknown, None),
+            Some(e) if e.answering => (Abort::Answering(e.aborted.clone()), None),
+            Some(_) => {
+                let entry = tasks.remove(&itt);
+                if let Some(e) = &entry {
+                    e.aborted.store(true, Ordering::Release);
+                }
+                (Abort::Aborted, entry)
+            }
+        }
     }
 
     /// Aborts every task matching `pred`; returns their ITTs.
@@ -67,7 +136,7 @@ impl TaskTable {
         let mut tasks = self.tasks.lock().expect("task lock");
         let itts: Vec<u32> = tasks
             .iter()
-            .filter(|(_, e)| pred(e))
+            .filter(|(_, e)| !e.answering && pred(e))
             .map(|(i, _)| *i)
             .collect();
         for itt in &itts {
@@ -150,7 +219,8 @@ mod tests {
                 lun: 0,
                 cmd_sn: 1,
                 cid: 0,
-                aborted: flag.clone()
+                aborted: flag.clone(),
+                answering: false,
             }
         ));
         assert!(!t.insert(
@@ -159,12 +229,49 @@ mod tests {
                 lun: 0,
                 cmd_sn: 2,
                 cid: 0,
-                aborted: Arc::default()
+                aborted: Arc::default(),
+                answering: false,
             }
         ));
-        assert_eq!(t.abort(1), Some(0));
+        assert!(matches!(t.abort(1).0, Abort::Aborted));
         assert!(flag.load(Ordering::Acquire));
         assert!(t.is_empty());
+    }
+
+    /// A task whose completion claimed the answer is not aborted; the
+    /// abort sees it answering, and waits until its answer is released.
+    #[test]
+    fn answering_task_is_waited_for() {
+        let t = Arc::new(TaskTable::default());
+        let flag = Arc::new(AtomicBool::new(false));
+        let entry = TaskEntry {
+            lun: 0,
+            cmd_sn: 1,
+            cid: 0,
+            aborted: flag.clone(),
+            answering: false,
+        };
+        assert!(t.insert(7, entry));
+        assert!(t.claim(7, &flag));
+        assert!(!t.claim(7, &flag), "claimed once");
+        assert!(matches!(t.abort(7).0, Abort::Answering(f) if Arc::ptr_eq(&f, &flag)));
+        assert!(!flag.load(Ordering::Acquire), "not aborted");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let soon = tokio::time::Instant::now() + std::time::Duration::from_millis(20);
+            assert!(!t.answered(7, &flag, soon).await, "still answering");
+            let (t2, f2) = (t.clone(), flag.clone());
+            let later = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            let waiter = tokio::spawn(async move { t2.answered(7, &f2, later).await });
+            tokio::task::yield_now().await;
+            t.release(7, &flag);
+            assert!(waiter.await.expect("waiter"), "released");
+        });
+        assert!(t.is_empty());
+        assert!(matches!(t.abort(7).0, Abort::Unknown));
     }
 }
 
@@ -284,12 +391,13 @@ impl Session {
     }
 
     /// Aborts one task: it answers nothing, and its owner connection drops
-    /// what it holds for it at once (pending Data-Out included).
-    pub fn abort_task(&self, itt: u32) -> bool {
-        let Some(entry) = self.tasks.remove(itt) else {
-            return false;
+    /// what it holds for it at once (pending Data-Out included). A task
+    /// whose answer is on its way already is left to finish.
+    pub fn abort_task(&self, itt: u32) -> Abort {
+        let (found, entry) = self.tasks.abort(itt);
+        let Some(entry) = entry else {
+            return found;
         };
-        entry.aborted.store(true, Ordering::Release);
         if let Some(conn) = self.connection(entry.cid) {
             conn.inbox.push(ConnNews::Aborted(itt));
         }
@@ -297,7 +405,7 @@ impl Session {
             let nexus = self.nexus().map_or(0, |n| n.id);
             t.task_sets.wake_aborted(|n, i| n == nexus && i == itt);
         }
-        true
+        found
     }
 
     /// Closes every connection of the session now.
@@ -319,6 +427,25 @@ pub struct TaskSlot {
     aborted: Arc<AtomicBool>,
     set: Option<TaskSetSlot>,
     in_window: bool,
+    /// [`TaskSlot::finish`] handed the task-table entry to an [`Answer`].
+    claimed: bool,
+}
+
+/// A completed command's right to answer, held until its answer PDUs are
+/// queued on the connection's writer: task management that finds the task
+/// answering waits for this to drop before it answers itself (RFC 7143
+/// §11.6.2: no response of an affected task after the TMF response).
+#[derive(Debug)]
+pub struct Answer {
+    session: Arc<Session>,
+    itt: u32,
+    task: Arc<AtomicBool>,
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        self.session.tasks.release(self.itt, &self.task);
+    }
 }
 
 impl TaskSlot {
@@ -337,6 +464,7 @@ impl TaskSlot {
             cmd_sn,
             cid,
             aborted: aborted.clone(),
+            answering: false,
         };
         session.tasks.insert(itt, entry).then(|| TaskSlot {
             session: session.clone(),
@@ -344,6 +472,7 @@ impl TaskSlot {
             aborted,
             set: None,
             in_window: false,
+            claimed: false,
         })
     }
 
@@ -369,11 +498,18 @@ impl TaskSlot {
         self.set = Some(set);
     }
 
-    /// The command is done: frees everything and says whether it still
-    /// owns its answer (not aborted, not replaced).
-    pub fn finish(self) -> bool {
-        let owned = self.session.tasks.complete(self.itt, &self.aborted);
-        owned && !self.is_aborted()
+    /// The command is done: frees its window slot and task-set place, and
+    /// returns its right to answer unless it was aborted (or replaced).
+    pub fn finish(mut self) -> Option<Answer> {
+        if !self.session.tasks.claim(self.itt, &self.aborted) || self.is_aborted() {
+            return None;
+        }
+        self.claimed = true;
+        Some(Answer {
+            session: self.session.clone(),
+            itt: self.itt,
+            task: self.aborted.clone(),
+        })
         // Drop frees the window slot and the task set entry, before the
         // answer goes out (its MaxCmdSN shows the freed slot).
     }
@@ -381,7 +517,9 @@ impl TaskSlot {
 
 impl Drop for TaskSlot {
     fn drop(&mut self) {
-        self.session.tasks.complete(self.itt, &self.aborted);
+        if !self.claimed {
+            self.session.tasks.release(self.itt, &self.aborted);
+        }
         self.set.take();
         if self.in_window {
             self.session.window.complete();

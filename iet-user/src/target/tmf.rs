@@ -3,25 +3,48 @@
 //! unit attentions and resets are applied here.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use super::Registry;
-use super::session::Session;
+use super::session::{Abort, Session};
 use crate::proto::ffp::tmf::{self, Reset, TmfContext};
 use crate::proto::pdu::{TaskMgmtRequest, TmfResponse};
 use crate::scsi::SenseReason;
 
+/// Tasks of a TMF's scope that were answering already when it ran: their
+/// answers must be queued before the TMF's own (RFC 7143 §11.6.2).
+#[derive(Debug, Default)]
+pub struct InFlight(Vec<(Arc<Session>, u32, Arc<AtomicBool>)>);
+
+impl InFlight {
+    /// Waits until every one of them has answered, for up to `limit`;
+    /// returns how many had not by then.
+    pub async fn settle(self, limit: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut late = 0;
+        for (s, itt, task) in &self.0 {
+            if !s.tasks.answered(*itt, task, deadline).await {
+                late += 1;
+            }
+        }
+        late
+    }
+}
+
 /// Runs one TMF for `caller`; `exp_cmd_sn`/`max_cmd_sn` are its session's
 /// window before the TMF. A TARGET COLD RESET's session closes are left to
-/// the caller (after the response is on the wire).
+/// the caller (after the response is on the wire), and so is waiting for
+/// the tasks still answering.
 pub fn execute(
     registry: &Registry,
     caller: &Arc<Session>,
     req: &TaskMgmtRequest,
     lun: u64,
     exp_cmd_sn: u32,
-) -> TmfResponse {
+) -> (TmfResponse, InFlight) {
+    let mut in_flight = InFlight::default();
     let (Some(target), Some(nexus)) = (caller.target(), caller.nexus()) else {
-        return TmfResponse::NotSupported;
+        return (TmfResponse::NotSupported, in_flight);
     };
     let peers: Vec<Arc<Session>> = registry
         .sessions()
@@ -46,8 +69,10 @@ pub fn execute(
     let plan = tmf::plan(req, &ctx);
     let session_of = |id: u64| peers.iter().find(|s| s.nexus().is_some_and(|n| n.id == id));
     for (n, itt) in &plan.abort {
-        if let Some(s) = session_of(*n) {
-            s.abort_task(*itt);
+        if let Some(s) = session_of(*n)
+            && let Abort::Answering(task) = s.abort_task(*itt)
+        {
+            in_flight.0.push((s.clone(), *itt, task));
         }
     }
     for n in &plan.cleared_by_another {
@@ -61,7 +86,7 @@ pub fn execute(
         Reset::Target { .. } => target.luns.target_reset(nexus),
         Reset::ItNexus => target.luns.i_t_nexus_reset(nexus),
     }
-    plan.response
+    (plan.response, in_flight)
 }
 
 /// Aborts the tasks of every session of `caller`'s target whose nexus is

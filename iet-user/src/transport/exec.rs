@@ -20,7 +20,7 @@ use crate::scsi::{
     CommandClass, CommandOutcome, Completion, ItNexus, LogicalUnits, ScsiRequest, ScsiStatus,
     SenseReason, TaskAttr, classify,
 };
-use crate::target::session::{EnableWait, Session, TaskSlot};
+use crate::target::session::{Answer, EnableWait, Session, TaskSlot};
 use crate::target::stats::CommandKind;
 
 /// Largest write we buffer for one command. Block limits VPD advertises less.
@@ -115,17 +115,19 @@ pub struct LaneWrite {
 }
 
 impl LaneJob for LaneWrite {
+    type Guard = Option<Answer>;
+
     fn lun(&self) -> u64 {
         self.cmd.info.lun
     }
 
-    fn run(self) -> (ConnTx, Vec<OutPdu>) {
+    fn run(self) -> (ConnTx, Vec<OutPdu>, Option<Answer>) {
         let (outcome, data_in) = self.exec.run_blocking(&self.cmd.info, &self.data.buf);
         self.data.release();
-        let pdus = self
+        let (pdus, answer) = self
             .exec
             .complete(self.cmd, &outcome, data_in, self.exp_data_sn);
-        (self.exec.tx.clone(), pdus)
+        (self.exec.tx.clone(), pdus, answer)
     }
 
     fn run_elsewhere(self) {
@@ -309,14 +311,15 @@ impl ExecContext {
     }
 
     /// The one completion path: records the command, frees its slot and
-    /// returns the PDUs that answer it; none when it was aborted.
+    /// returns the PDUs that answer it, with the right to answer to drop
+    /// once they are queued; nothing when it was aborted.
     pub fn complete(
         &self,
         cmd: Cmd,
         done: &Completion,
         data_in: Vec<u8>,
         exp_data_sn: u32,
-    ) -> Vec<OutPdu> {
+    ) -> (Vec<OutPdu>, Option<Answer>) {
         let outcome = &done.outcome;
         self.record(&cmd.info, outcome, data_in.len() as u64);
         if !done.preempted.is_empty() {
@@ -329,11 +332,11 @@ impl ExecContext {
             );
         }
         let info = cmd.info;
-        if !cmd.slot.finish() {
+        let Some(answer) = cmd.slot.finish() else {
             debug!(itt = info.itt, "aborted: no response");
             buffers::give(data_in);
-            return Vec::new();
-        }
+            return (Vec::new(), None);
+        };
         let mut out = Vec::with_capacity(2);
         let limits = DataInLimits {
             max_segment: self.max_send_segment.load(Ordering::Acquire),
@@ -351,16 +354,18 @@ impl ExecContext {
             limits,
             &mut out,
         );
-        out
+        (out, Some(answer))
     }
 
     /// Completes a command and sends its answer.
     pub async fn finish(&self, cmd: Cmd, outcome: &Completion, data_in: Vec<u8>, exp_data_sn: u32) {
-        for pdu in self.complete(cmd, outcome, data_in, exp_data_sn) {
+        let (pdus, answer) = self.complete(cmd, outcome, data_in, exp_data_sn);
+        for pdu in pdus {
             if !self.tx.send_pdu(pdu).await {
-                return;
+                break;
             }
         }
+        drop(answer);
     }
 
     /// Answers a command that was not run (residual mismatch, oversize,

@@ -24,11 +24,13 @@ const BATCH: usize = 8;
 
 /// A buffered write waiting for its lane.
 pub trait LaneJob: Send + Sized + 'static {
+    /// Held until the answer is queued on its connection's writer.
+    type Guard: Send + 'static;
     /// The LU whose lane runs it.
     fn lun(&self) -> u64;
-    /// Runs the write (blocking); returns where its answer goes and the
-    /// answer (empty when it was aborted).
-    fn run(self) -> (ConnTx, Vec<OutPdu>);
+    /// Runs the write (blocking); returns where its answer goes, the
+    /// answer (empty when it was aborted) and what to drop once it is sent.
+    fn run(self) -> (ConnTx, Vec<OutPdu>, Self::Guard);
     /// No lane thread could take it: run it elsewhere.
     fn run_elsewhere(self);
 }
@@ -97,7 +99,7 @@ impl<J: LaneJob> WriteLanes<J> {
 /// A lane thread: runs queued writes, then sends their answers; ends when
 /// its target (the last sender) is gone.
 fn run<J: LaneJob>(queue: &Receiver<J>, runtime: &tokio::runtime::Handle) {
-    let mut answers: Vec<(ConnTx, Vec<OutPdu>)> = Vec::with_capacity(BATCH);
+    let mut answers: Vec<(ConnTx, Vec<OutPdu>, J::Guard)> = Vec::with_capacity(BATCH);
     let mut poll = Duration::ZERO;
     loop {
         let idle_since = Instant::now();
@@ -115,16 +117,16 @@ fn run<J: LaneJob>(queue: &Receiver<J>, runtime: &tokio::runtime::Handle) {
         };
         let mut next = Some(first);
         while let Some(w) = next.take() {
-            let (tx, pdus) = w.run();
+            let (tx, pdus, guard) = w.run();
             if !pdus.is_empty() {
-                answers.push((tx, pdus));
+                answers.push((tx, pdus, guard));
             }
             if answers.len() >= BATCH {
                 break;
             }
             next = queue.try_recv().ok();
         }
-        for (tx, pdus) in answers.drain(..) {
+        for (tx, pdus, guard) in answers.drain(..) {
             let mut pdus = pdus.into_iter();
             while let Some(pdu) = pdus.next() {
                 match tx.try_send(pdu) {
@@ -139,6 +141,7 @@ fn run<J: LaneJob>(queue: &Receiver<J>, runtime: &tokio::runtime::Handle) {
                                     break;
                                 }
                             }
+                            drop(guard);
                         });
                         break;
                     }

@@ -16,6 +16,10 @@ use crate::proto::pdu::{
 use crate::target::Registry;
 use crate::target::session::{ConnHandle, Session};
 
+/// How long a TMF response waits for affected tasks' answers that were
+/// already being sent (a stalled writer must not hold it forever).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn send(tx: &ConnTx, bhs: Bhs, data: Bytes) {
     tx.send_pdu(OutPdu {
         bhs,
@@ -91,7 +95,17 @@ pub async fn task_management(
     exp_cmd_sn: u32,
 ) {
     let lun = crate::scsi::decode_lun(req.lun);
-    let response = crate::target::tmf::execute(registry, session, req, lun, exp_cmd_sn);
+    let (response, in_flight) =
+        crate::target::tmf::execute(registry, session, req, lun, exp_cmd_sn);
+    // Answers of affected tasks that were already on their way go first.
+    let late = in_flight.settle(ANSWER_WAIT).await;
+    if late > 0 {
+        tracing::warn!(
+            late,
+            itt = req.itt,
+            "task answers still unsent at the TMF response"
+        );
+    }
     let resp = TaskMgmtResponse {
         response,
         itt: req.itt,
