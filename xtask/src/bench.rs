@@ -3,7 +3,8 @@
 //! loopback TCP ceiling (iperf3) in the same run; ietd's eBPF variants
 //! side by side. Writes target/bench/results.{md,json} and an SVG plot.
 //! `--smoke` runs every workload for about a second (CI), no thresholds.
-//! `--rbd` runs only the RBD section (bench/rbd.rs) on a one-node Ceph cluster.
+//! `--rbd` runs only the RBD section (bench/rbd.rs) on a one-node Ceph cluster;
+//! `--baseline IETD` only compares this tree's ietd with another build (bench/ab.rs).
 
 #![allow(
     clippy::cast_precision_loss,
@@ -20,6 +21,7 @@ use anyhow::{Context, bail};
 
 use crate::prereq::{self, run, step};
 
+mod ab;
 mod rbd;
 
 const IQN: &str = "iqn.2026-11.io.iet:bench";
@@ -265,8 +267,13 @@ fn prefill(path: &Path) -> anyhow::Result<()> {
 }
 
 fn start_ietd(root: &Path, image: &Path, ebpf: &str, dir: &Path) -> anyhow::Result<Daemon> {
+    start_ietd_binary(&root.join("target/release/ietd"), image, ebpf, dir)
+}
+
+/// `ietd` (this tree's or another build's) on the bench image and port.
+fn start_ietd_binary(ietd: &Path, image: &Path, ebpf: &str, dir: &Path) -> anyhow::Result<Daemon> {
     let log = std::fs::File::create(dir.join(format!("ietd-{ebpf}.log")))?;
-    let child = Command::new(root.join("target/release/ietd"))
+    let child = Command::new(ietd)
         .args([
             "--portal",
             &format!("127.0.0.1:{IET_PORT}"),
@@ -501,6 +508,18 @@ fn iperf3(seconds: u32, write_len: &str) -> anyhow::Result<f64> {
     Ok(bps / 8.0 / f64::from(1u32 << 20))
 }
 
+/// The CPU's model name, as /proc/cpuinfo gives it (benchmarks differ a lot between models).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
 fn label(c: &Case) -> String {
     format!("{} QD{}", c.name, c.qd)
 }
@@ -537,6 +556,17 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     run(&mut Command::new("sync"))?;
     for img in [&iet_img, &tgt_img] {
         std::io::copy(&mut std::fs::File::open(img)?, &mut std::io::sink())?;
+    }
+
+    if let Some(i) = args.iter().position(|a| a == "--baseline") {
+        let baseline = args.get(i + 1).context("--baseline needs an ietd binary")?;
+        return ab::bench(
+            &root,
+            Path::new(baseline),
+            &iet_img,
+            &out_dir,
+            (seconds, rounds),
+        );
     }
 
     step("loopback TCP ceiling (iperf3)");
@@ -648,14 +678,7 @@ fn write_reports(
 ) -> anyhow::Result<()> {
     let ceiling = loopback.mib_per_s;
     let mut md = String::new();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let cpu = cpu_model();
     let _ = writeln!(
         md,
         "# iet vs tgt{}\n",
