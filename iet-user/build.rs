@@ -22,6 +22,19 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-env-changed=IET_SKIP_EBPF");
+    // The toolchain too: a build made before `cargo xtask` installed it must
+    // not leave ietd without eBPF (cargo reruns for a path that is missing).
+    let home_linker = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|h| h.join("bin/bpf-linker"));
+    for tool in [DEBIAN_RUSTC.into(), DEBIAN_CARGO.into()]
+        .into_iter()
+        .chain(find_in_path("bpf-linker").or(home_linker))
+    {
+        let tool: PathBuf = tool;
+        println!("cargo:rerun-if-changed={}", tool.display());
+    }
     match build(&root) {
         Ok(object) => {
             std::fs::copy(&object, &out).expect("copy the eBPF object");
