@@ -10,6 +10,7 @@
 )]
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use iet::proto::pdu::{Bhs, Opcode};
 
-use crate::initiator::{Conn, LoginOptions};
+use crate::initiator::{Conn, LoginError, LoginOptions};
 use crate::inprocess::free_port;
 use crate::process::{Ietd, TempDir};
 
@@ -28,6 +29,9 @@ const RESERVED: u32 = 0xffff_ffff;
 const NOP_INTERVAL: u64 = 2;
 /// ... and drops it when the answer is this late.
 const NOP_TIMEOUT: u64 = 2;
+/// A command or TMF not answered in this long is lost: an error, not a wait
+/// (ietd's NOP-In pings keep the socket's read timeout from firing).
+const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct SoakConfig {
@@ -51,6 +55,7 @@ struct Counters {
     bytes: AtomicU64,
     errors: AtomicU64,
     logins: AtomicU64,
+    logins_busy: AtomicU64,
     disconnects: AtomicU64,
     lun_resets: AtomicU64,
     nop_timeouts: AtomicU64,
@@ -64,9 +69,15 @@ pub struct SoakReport {
     pub ops: u64,
     pub mib_per_s: f64,
     pub errors: u64,
-    /// The first few errors, for the log.
+    /// The first error of each kind (its text with the numbers taken out), for the log.
     pub error_samples: Vec<String>,
+    /// How many errors of each kind.
+    pub error_kinds: std::collections::BTreeMap<String, u64>,
     pub logins: u64,
+    /// Logins that ietd answered with a Target Error status (class 3: too
+    /// many logins in progress, out of resources) and the initiator retried
+    /// later, as RFC 7143 §11.13.5 lets it.
+    pub logins_busy: u64,
     pub disconnects: u64,
     pub lun_resets: u64,
     pub nop_timeouts: u64,
@@ -116,7 +127,19 @@ struct Shared {
     deadline: Instant,
     qd: usize,
     counters: Counters,
-    samples: std::sync::Mutex<Vec<String>>,
+    samples: std::sync::Mutex<Samples>,
+}
+
+/// Errors by kind, and the first of each.
+#[derive(Default)]
+struct Samples {
+    first: Vec<String>,
+    kinds: std::collections::BTreeMap<String, u64>,
+}
+
+/// An error's kind: its text without numbers (session index, ITT, counts).
+fn kind(what: &str) -> String {
+    what.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 impl Shared {
@@ -126,19 +149,34 @@ impl Shared {
             .samples
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if s.len() < 20 {
-            s.push(what);
+        let count = s.kinds.entry(kind(&what)).or_insert(0);
+        *count += 1;
+        if *count == 1 && s.first.len() < 20 {
+            s.first.push(what);
         }
     }
 }
 
-fn login(sh: &Shared, isid: [u8; 6]) -> std::io::Result<Conn> {
-    let mut c = Conn::connect(sh.portal)?;
+/// A login that did not give a session.
+enum LoginFailed {
+    /// Target Error (class 3): the target is busy; try again later.
+    Busy,
+    Other(String),
+}
+
+fn login(sh: &Shared, isid: [u8; 6]) -> Result<Conn, LoginFailed> {
+    let other = |e: &dyn std::fmt::Debug| LoginFailed::Other(format!("login: {e:?}"));
+    let mut c = Conn::connect(sh.portal).map_err(|e| other(&e))?;
     let mut opts = LoginOptions::normal(TARGET);
     opts.isid = isid;
-    c.login(&opts)
-        .map_err(|e| std::io::Error::other(format!("login: {e:?}")))?;
-    c.sock.set_read_timeout(Some(Duration::from_secs(30)))?;
+    match c.login(&opts) {
+        Ok(()) => {}
+        Err(LoginError::Status(s)) if s.class == 3 => return Err(LoginFailed::Busy),
+        Err(e) => return Err(other(&e)),
+    }
+    c.sock
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| other(&e))?;
     sh.counters.logins.fetch_add(1, Relaxed);
     Ok(c)
 }
@@ -282,7 +320,12 @@ fn worker(sh: &Shared, index: usize, lun: u64, span_blocks: u64, resets: bool) {
     while Instant::now() < sh.deadline {
         let mut c = match login(sh, isid) {
             Ok(c) => c,
-            Err(e) => {
+            Err(LoginFailed::Busy) => {
+                sh.counters.logins_busy.fetch_add(1, Relaxed);
+                std::thread::sleep(Duration::from_millis(100 + rng.below(400)));
+                continue;
+            }
+            Err(LoginFailed::Other(e)) => {
                 sh.error(format!("session {index}: {e}"));
                 std::thread::sleep(Duration::from_millis(200));
                 continue;
@@ -339,6 +382,7 @@ impl Life<'_> {
         let (sh, index, lun) = (self.sh, self.index, self.lun);
         let mut in_flight: HashMap<u32, (Instant, u32)> = HashMap::new();
         let mut tmf: Option<u32> = None;
+        let mut tmf_sent = Instant::now();
         let mut next_reset = Instant::now() + Duration::from_millis(500 + rng.below(1500));
         loop {
             let now = Instant::now();
@@ -355,9 +399,23 @@ impl Life<'_> {
             }
             if self.resets && tmf.is_none() && now >= next_reset && now < self.until {
                 tmf = Some(lun_reset(c, lun)?);
+                tmf_sent = now;
             }
             if in_flight.is_empty() && tmf.is_none() {
                 return Ok(());
+            }
+            if let Some((itt, (t0, _))) = in_flight.iter().min_by_key(|(_, (t0, _))| *t0)
+                && t0.elapsed() > ANSWER_LIMIT
+            {
+                return Err(std::io::Error::other(format!(
+                    "no answer to ITT {itt:#x} in {ANSWER_LIMIT:?} ({} in flight)",
+                    in_flight.len()
+                )));
+            }
+            if tmf.is_some() && tmf_sent.elapsed() > ANSWER_LIMIT {
+                return Err(std::io::Error::other(format!(
+                    "no LUN RESET response in {ANSWER_LIMIT:?}"
+                )));
             }
             match receive(c, lun, self.payload)? {
                 Got::Done { itt, status, ua } => {
@@ -462,11 +520,11 @@ fn raise_fd_limit() {
 /// One session writes and reads each LUN and logs out: the per-LU write
 /// lane threads start on a LU's first write and live as long as the LU,
 /// so the baseline is taken after them.
-fn warm_up(portal: SocketAddr, ietd: &Ietd) {
+fn warm_up(portal: SocketAddr, ietd: &Ietd, luns: u64) {
     let mut c = Conn::connect(portal).expect("connect");
     c.login(&LoginOptions::normal(TARGET))
         .unwrap_or_else(|e| panic!("warm-up login: {e:?}\n{}", ietd.log()));
-    for lun in [0, 1] {
+    for lun in 0..luns {
         c.clear_unit_attention(lun).expect("TEST UNIT READY");
         let w = c.write10(lun, 0, &[0x5a; 4096], BS).expect("warm-up write");
         let r = c.read10(lun, 0, 8, BS).expect("warm-up read");
@@ -480,30 +538,37 @@ fn warm_up(portal: SocketAddr, ietd: &Ietd) {
     std::thread::sleep(Duration::from_millis(500));
 }
 
-/// Starts ietd on two sparse file LUNs (LUN 0 for the load, LUN 1 for the
-/// sessions that reset it), runs the soak and stops ietd.
+/// Starts ietd on sparse file LUNs (LUN 0 for the load, and one small LUN
+/// for each session that resets its LUN: a LUN RESET aborts every nexus's
+/// tasks on the LU, which another resetter would wait for in vain), runs the
+/// soak and stops ietd.
 pub fn run(cfg: &SoakConfig) -> SoakReport {
     raise_fd_limit();
     let dir = TempDir::new("soak");
-    let (lun0, lun1) = (dir.path("lun0.img"), dir.path("lun1.img"));
-    for (p, size) in [(&lun0, 1u64 << 30), (&lun1, 64 << 20)] {
-        std::fs::File::create(p)
+    let resetters = (cfg.sessions / 32).max(1);
+    let mut toml = format!(
+        "[[portal]]\nlisten = \"{{portal}}\"\n\n[ebpf]\nmode = \"off\"\n\n[[target]]\nname = \"{TARGET}\"\n\
+         [target.params]\nnop_interval = {NOP_INTERVAL}\nnop_timeout = {NOP_TIMEOUT}\n"
+    );
+    for lun in 0..=resetters {
+        let path = dir.path(&format!("lun{lun}.img"));
+        let size = if lun == 0 { 1u64 << 30 } else { 64 << 20 };
+        std::fs::File::create(&path)
             .and_then(|f| f.set_len(size))
             .expect("sparse LUN file");
+        let _ = write!(
+            toml,
+            "[[target.lun]]\nnumber = {lun}\npath = \"{}\"\n",
+            path.display()
+        );
     }
     let portal = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let toml = format!(
-        "[[portal]]\nlisten = \"{portal}\"\n\n[ebpf]\nmode = \"off\"\n\n[[target]]\nname = \"{TARGET}\"\n\
-         [target.params]\nnop_interval = {NOP_INTERVAL}\nnop_timeout = {NOP_TIMEOUT}\n\
-         [[target.lun]]\nnumber = 0\npath = \"{}\"\n[[target.lun]]\nnumber = 1\npath = \"{}\"\n",
-        lun0.display(),
-        lun1.display()
-    );
+    let toml = toml.replace("{portal}", &portal.to_string());
     let conf = dir.path("soak.toml");
     std::fs::write(&conf, toml).expect("write soak.toml");
     let mut ietd = Ietd::start(&dir, portal, &["--config", conf.to_str().expect("utf-8")]);
     let pid = ietd.child.id();
-    warm_up(portal, &ietd);
+    warm_up(portal, &ietd, resetters as u64 + 1);
     let start = sample(pid);
     let began = Instant::now();
     let sh = Arc::new(Shared {
@@ -511,9 +576,8 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
         deadline: began + cfg.duration,
         qd: cfg.qd,
         counters: Counters::default(),
-        samples: std::sync::Mutex::new(Vec::new()),
+        samples: std::sync::Mutex::default(),
     });
-    let resetters = (cfg.sessions / 32).max(1);
     let handles: Vec<_> = (0..cfg.sessions)
         .map(|i| {
             let sh = sh.clone();
@@ -521,7 +585,11 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
                 .stack_size(256 * 1024)
                 .spawn(move || {
                     let resets = i < resetters;
-                    let (lun, span) = if resets { (1, 64 << 11) } else { (0, 1 << 21) };
+                    let (lun, span) = if resets {
+                        (i as u64 + 1, 64 << 11)
+                    } else {
+                        (0, 1 << 21)
+                    };
                     worker(&sh, i, lun, span, resets);
                     LAT.with(|l| std::mem::take(&mut *l.borrow_mut()))
                 })
@@ -569,8 +637,18 @@ pub fn run(cfg: &SoakConfig) -> SoakReport {
         ops: c.ops.load(Relaxed),
         mib_per_s: bytes as f64 / seconds / f64::from(1u32 << 20),
         errors: c.errors.load(Relaxed),
-        error_samples: sh.samples.lock().map(|s| s.clone()).unwrap_or_default(),
+        error_samples: sh
+            .samples
+            .lock()
+            .map(|s| s.first.clone())
+            .unwrap_or_default(),
+        error_kinds: sh
+            .samples
+            .lock()
+            .map(|s| s.kinds.clone())
+            .unwrap_or_default(),
         logins: c.logins.load(Relaxed),
+        logins_busy: c.logins_busy.load(Relaxed),
         disconnects: c.disconnects.load(Relaxed),
         lun_resets: c.lun_resets.load(Relaxed),
         nop_timeouts: c.nop_timeouts.load(Relaxed),
@@ -594,7 +672,10 @@ pub const RSS_SLACK_KIB: u64 = 64 * 1024;
 pub fn verdict(r: &SoakReport) -> Vec<String> {
     let mut bad = Vec::new();
     if r.errors > 0 {
-        bad.push(format!("{} errors: {:#?}", r.errors, r.error_samples));
+        bad.push(format!(
+            "{} errors: {:#?}\nby kind: {:#?}",
+            r.errors, r.error_samples, r.error_kinds
+        ));
     }
     if r.ops == 0 {
         bad.push("no command completed".into());
@@ -625,7 +706,7 @@ pub fn summary(r: &SoakReport) -> String {
     format!(
         "soak: {} sessions for {:.0} s: {} commands ({:.1} MiB/s), {} errors\n\
          latency p50 {} us, p99 {} us, p99.9 {} us, max {} us\n\
-         {} logins, {} cut connections, {} LUN resets, {} NOP timeouts, {} unit attentions\n\
+         {} logins ({} retried after a busy answer), {} cut connections, {} LUN resets, {} NOP timeouts, {} unit attentions\n\
          ietd start: {} fds, {} threads, {} KiB RSS; end: {} fds, {} threads, {} KiB RSS \
          (settled in {:.1} s)",
         r.sessions,
@@ -638,6 +719,7 @@ pub fn summary(r: &SoakReport) -> String {
         r.p999_us,
         r.max_us,
         r.logins,
+        r.logins_busy,
         r.disconnects,
         r.lun_resets,
         r.nop_timeouts,
