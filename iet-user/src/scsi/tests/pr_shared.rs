@@ -222,3 +222,38 @@ fn without_aptpl_a_lone_gateway_starts_clean() {
     let (cdb, p) = pr_out(1, 1, 0xa, 0, false);
     assert_eq!(on(&a, &x, &cdb, &p).status, ScsiStatus::ReservationConflict);
 }
+
+#[test]
+fn all_tg_pt_registrations_cover_the_other_gateways_port() {
+    let mem = Arc::new(MemoryBackend::new(1 << 20));
+    let copy = Arc::new(Copy::default());
+    let (gw_a, gw_b) = (gateway(&mem, &copy), gateway(&mem, &copy));
+    let (xa, za, zb) = (port("x", 1, 1), port("z", 1, 2), port("z", 2, 3));
+    for (g, n) in [(&gw_a, &xa), (&gw_a, &za), (&gw_b, &zb)] {
+        while on(g, n, &TUR, &[]).status != ScsiStatus::Good {}
+    }
+    let run = |g: &LogicalUnits, n: &ItNexus, (cdb, p): ([u8; 10], Vec<u8>)| on(g, n, &cdb, &p);
+    assert_eq!(
+        run(&gw_a, &xa, pr_out(0, 0, 0, 0xa, false)).status,
+        ScsiStatus::Good
+    );
+    // Z registers through A with ALL_TG_PT (SPC-5 §5.13.7): every target port, B's included.
+    let (cdb, mut p) = pr_out(0, 0, 0, 0xc, false);
+    p[20] = 0x04;
+    assert_eq!(on(&gw_a, &za, &cdb, &p).status, ScsiStatus::Good);
+    // WRITE EXCLUSIVE - REGISTRANTS ONLY through A: Z writes through B as a registrant.
+    assert_eq!(
+        run(&gw_a, &xa, pr_out(1, 5, 0xa, 0, false)).status,
+        ScsiStatus::Good
+    );
+    let write = write10(0, 1, false);
+    let data = vec![0u8; 512];
+    assert_eq!(on(&gw_b, &zb, &write, &data).status, ScsiStatus::Good);
+    // X registered without ALL_TG_PT: through B it is another, unregistered I_T nexus.
+    let xb = port("x", 2, 4);
+    while on(&gw_b, &xb, &TUR, &[]).status != ScsiStatus::Good {}
+    assert_eq!(
+        on(&gw_b, &xb, &write, &data).status,
+        ScsiStatus::ReservationConflict
+    );
+}
