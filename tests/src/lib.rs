@@ -2,6 +2,7 @@
 
 pub mod ceph;
 pub mod container;
+pub mod gateways;
 pub mod initiator;
 pub mod inprocess;
 pub mod libiscsi;

@@ -178,6 +178,11 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
     fn alua(&self) -> Option<Arc<crate::scsi::SharedAlua>> {
         None
     }
+    /// Where the persistent reservations of a store served by several gateways live, so
+    /// every gateway enforces the same ones; `None` (the default) keeps them in the LU.
+    fn shared_pr(&self) -> Option<Arc<dyn crate::scsi::SharedPrStore>> {
+        None
+    }
     /// Hint that a range will be read soon (PRE-FETCH). Best effort.
     fn prefetch(&self, _offset: u64, _len: u64) -> Result<(), BackendError> {
         Ok(())

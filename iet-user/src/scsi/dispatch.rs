@@ -32,6 +32,8 @@ pub(crate) fn execute(
     // Decoding is pure; its verdict waits until pending unit attentions are reported.
     let parsed = Cdb::parse(req.cdb);
     let start = data_in.len();
+    // Another gateway may have changed the shared reservations: re-read them before the lock.
+    let pr_current = super::pr::shared::refresh(lu);
     // One lock for the per-command state checks (the hot path takes it once).
     let (cdb, capacity_blocks, write_protected, wce) = {
         let mut st = lu.lock();
@@ -39,6 +41,9 @@ pub(crate) fn execute(
         st.ua.touch(req.nexus);
         let access = super::alua::observe(lu, &mut st);
         let exempt = info.is_some_and(|i| i.ua_exempt);
+        if !exempt && let Err(r) = pr_current {
+            return check(r.into(), descriptor).into();
+        }
         if !exempt && let Some(ua) = st.ua.take(req.nexus.id) {
             return check(ua.into(), descriptor).into();
         }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::alua::{SharedAlua, Tracker};
 use super::mode::ModeState;
+use super::pr::shared::{self, SharedPrStore, Synced};
 use super::pr::{PrState, PrStore};
 use super::ua::UnitAttentions;
 use super::{ItNexus, LunConfig, LunInfo, ScsiError, SenseReason};
@@ -21,6 +22,8 @@ pub(crate) struct Lu {
     pub(crate) serial: String,
     pub(crate) device_id: u64,
     pub(crate) pr_store: Option<Arc<dyn PrStore>>,
+    /// Where the persistent reservations live when several gateways serve the LU.
+    pub(crate) pr_shared: Option<Arc<dyn SharedPrStore>>,
     /// The target port groups' states, when the store has several gateways (SPC-5 §5.16).
     pub(crate) alua: Option<Arc<SharedAlua>>,
     state: Mutex<LuState>,
@@ -37,6 +40,8 @@ pub(crate) struct LuState {
     /// Holder of a RESERVE(6/10) reservation (SPC-2 §5.5.1), by nexus id.
     pub(crate) reservation: Option<u64>,
     pub(crate) pr: PrState,
+    /// Which shared copy `pr` is (with `Lu::pr_shared`).
+    pub(crate) pr_sync: Synced,
     pub(crate) mode: ModeState,
     /// Nexuses with PREVENT MEDIUM REMOVAL in effect.
     pub(crate) prevent: HashSet<u64>,
@@ -60,9 +65,17 @@ impl Lu {
                 block_size: cfg.block_size,
             });
         }
-        let pr = match &cfg.pr_store {
-            Some(store) => PrState::load(store.as_ref()).map_err(ScsiError::PrStore)?,
-            None => PrState::default(),
+        let pr_shared = cfg.backend.shared_pr();
+        let (pr, pr_sync, pr_store) = match (&pr_shared, cfg.pr_store) {
+            (Some(s), _) => {
+                let (pr, synced) = shared::load(s.as_ref()).map_err(ScsiError::PrStore)?;
+                (pr, synced, Some(shared::aptpl_store()))
+            }
+            (None, Some(store)) => {
+                let pr = PrState::load(store.as_ref()).map_err(ScsiError::PrStore)?;
+                (pr, Synced::default(), Some(store))
+            }
+            (None, None) => (PrState::default(), Synced::default(), None),
         };
         let thin = cfg.thin_provisioning && cfg.backend.supports_discard();
         let alua = cfg.backend.alua();
@@ -74,7 +87,8 @@ impl Lu {
             product: cfg.product,
             serial: cfg.serial,
             device_id: cfg.device_id,
-            pr_store: cfg.pr_store,
+            pr_store,
+            pr_shared,
             alua,
             state: Mutex::new(LuState {
                 read_only: cfg.read_only,
@@ -82,6 +96,7 @@ impl Lu {
                 ua: UnitAttentions::default(),
                 reservation: None,
                 pr,
+                pr_sync,
                 mode: ModeState::new(cfg.write_cache),
                 prevent: HashSet::new(),
                 sanitizing: false,

@@ -28,7 +28,7 @@ use crate::backend::{BackendError, BlockBackend};
 pub use alua::{AccessState, AluaView, SharedAlua, TargetPortGroup};
 pub use lun_addr::decode_lun;
 pub use opcodes::{CommandClass, DataDirection, classify};
-pub use pr::PrStore;
+pub use pr::{PrStore, PrUpdate, SharedPrStore, Versioned};
 pub use sense::{FieldPointer, Sense, SenseReason};
 
 use lun::Lu;

@@ -2,7 +2,8 @@
 //! state and its conflict rules; `pr/` holds the PR IN reports, PR OUT and TransportIDs.
 //! Registrations are per I_T nexus identity (initiator port, target port; ALL_TG_PT: any
 //! target port; a format 00b TransportID: any port of that initiator), so they survive
-//! session reinstatement. APTPL state goes through a caller-supplied `PrStore`.
+//! session reinstatement. APTPL state goes through a caller-supplied `PrStore`; the state of
+//! an LU that several gateways serve lives in a `SharedPrStore` (`pr/shared.rs`).
 
 use std::io;
 
@@ -10,7 +11,10 @@ use serde::{Deserialize, Serialize};
 
 mod out;
 mod report;
+pub(crate) mod shared;
 mod transport_id;
+
+pub use shared::{PrUpdate, SharedPrStore, Versioned};
 
 #[cfg(test)]
 pub(crate) use transport_id::encode as encode_transport_id;

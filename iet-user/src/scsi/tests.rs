@@ -794,3 +794,4 @@ fn register_and_move_hands_over_the_reservation() {
 mod features;
 mod nexus;
 mod pr_ports;
+mod pr_shared;

@@ -19,6 +19,9 @@ struct NexusUa {
 #[derive(Debug, Default)]
 pub(crate) struct UnitAttentions {
     nexuses: HashMap<u64, NexusUa>,
+    /// While recording: the port-addressed conditions established, for other gateways of a
+    /// logical unit whose persistent reservations are shared (`pr/shared.rs`).
+    recorded: Option<Vec<(String, String, SenseReason)>>,
 }
 
 fn is_reset(r: SenseReason) -> bool {
@@ -95,11 +98,24 @@ impl UnitAttentions {
         target_port: &str,
         r: SenseReason,
     ) {
+        if let Some(rec) = &mut self.recorded {
+            rec.push((initiator_port.to_owned(), target_port.to_owned(), r));
+        }
         for entry in self.nexuses.values_mut() {
             if entry.initiator_port == initiator_port && entry.target_port == target_port {
                 Self::push(entry, r);
             }
         }
+    }
+
+    /// Starts recording what [`UnitAttentions::establish_port`] establishes (anew).
+    pub(crate) fn record_ports(&mut self) {
+        self.recorded = Some(Vec::new());
+    }
+
+    /// Stops recording; returns what was recorded.
+    pub(crate) fn recorded_ports(&mut self) -> Vec<(String, String, SenseReason)> {
+        self.recorded.take().unwrap_or_default()
     }
 
     /// Ids of the nexuses with this (initiator port, target port) identity.

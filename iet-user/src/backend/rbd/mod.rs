@@ -8,9 +8,12 @@
 //! is followed through a header watch, so a resize by `rbd resize` is seen by
 //! [`BlockBackend::size`] and counted in [`RbdBackend::size_changes`]. With `alua_group=N` the
 //! gateways of an image elect the active/optimized one through the cluster (`lease.rs`).
+//! Persistent reservations of the image live in the cluster too, shared by its gateways
+//! (`pr.rs`).
 
 mod ffi;
 mod lease;
+mod pr;
 
 use std::fmt;
 use std::io;
@@ -133,6 +136,8 @@ pub struct RbdBackend {
     counters: RbdCounters,
     /// The ALUA election, with `alua_group=`.
     lease: Option<lease::Lease>,
+    /// The persistent reservations every gateway of the image enforces.
+    pr: Arc<pr::ClusterPrStore>,
 }
 
 impl fmt::Debug for RbdBackend {
@@ -198,11 +203,23 @@ impl RbdBackend {
             }
             None => None,
         };
+        // A connection of its own: its I/O context reports the versions of the PR object,
+        // and a stuck OSD fails PR updates instead of hanging them.
+        let mut pr_options = options.clone();
+        pr_options.push(("rados_osd_op_timeout", "30"));
+        let pr = ffi::Pool::connect(&spec.id, &spec.conf, &pr_options, &spec.pool)
+            .and_then(|pool| pr::ClusterPrStore::open(pool, &spec.image))
+            .map_err(|source| BackendError::Io {
+                context: "opening the shared persistent reservations",
+                kind: BackendErrorKind::Other,
+                source,
+            })?;
         Ok(RbdBackend {
             spec,
             image,
             counters: RbdCounters::default(),
             lease,
+            pr: Arc::new(pr),
         })
     }
 
@@ -378,6 +395,10 @@ impl BlockBackend for RbdBackend {
 
     fn alua(&self) -> Option<Arc<crate::scsi::SharedAlua>> {
         self.lease.as_ref().map(lease::Lease::shared)
+    }
+
+    fn shared_pr(&self) -> Option<Arc<dyn crate::scsi::SharedPrStore>> {
+        Some(Arc::clone(&self.pr) as Arc<dyn crate::scsi::SharedPrStore>)
     }
 
     fn metrics(&self) -> Vec<(&'static str, u64)> {

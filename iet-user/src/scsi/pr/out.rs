@@ -5,6 +5,7 @@ use super::super::ItNexus;
 use super::super::exec::{Ctx, Exec, Fail};
 use super::super::sense::SenseReason;
 use super::super::ua::UnitAttentions;
+use super::shared;
 use super::transport_id::{self, TransportId};
 use super::{MAX_REGISTRATIONS, PrState, Registration, Reservation, all_registrants, valid_type};
 
@@ -67,7 +68,12 @@ pub(super) fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32
             return Err(SenseReason::InvalidFieldInCdb.into());
         }
     }
+    // With a shared store: the other gateways' updates wait until this one is published.
+    let mut txn = shared::begin(ctx.lu)?;
     let mut guard = ctx.lock();
+    if let Some(txn) = &txn {
+        txn.install(&mut guard);
+    }
     // A RESERVE(6/10) reservation held by another nexus conflicts with PR OUT.
     if guard.reservation.is_some_and(|h| h != nexus.id) {
         return Err(Fail::ReservationConflict);
@@ -169,6 +175,13 @@ pub(super) fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32
         }
         _ => return Err(SenseReason::InvalidFieldInCdb.into()),
     }
+    if let Some(txn) = &mut txn
+        && let Err(e) = txn.commit(pr, &before, ua, &mut st.pr_sync)
+    {
+        tracing::warn!(error = %e, "writing the shared persistent reservations failed");
+        *pr = before;
+        return Err(SenseReason::InsufficientRegistrationResources.into());
+    }
     if *pr != before
         && (pr.aptpl || before.aptpl)
         && let Some(store) = &ctx.lu.pr_store
@@ -181,6 +194,9 @@ pub(super) fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32
         }
     }
     drop(guard);
+    if let Some(txn) = txn {
+        txn.publish();
+    }
     preempted.sort_unstable();
     preempted.dedup();
     ctx.preempted = preempted;
