@@ -21,6 +21,7 @@ pub const TEST_PACKAGES: &[&str] = &[
 /// Podman 4.3).
 pub const CONTAINER_PACKAGES: &[&str] = &["docker.io", "podman"];
 pub const BPF_LINKER_VERSION: &str = "0.13";
+const CARGO_DENY_VERSION: &str = "0.20";
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -63,28 +64,56 @@ pub fn apt(packages: &[&str]) -> anyhow::Result<()> {
 
 /// Installs bpf-linker from crates.io against Debian's LLVM 22.
 pub fn bpf_linker() -> anyhow::Result<()> {
-    let have = Command::new("bpf-linker")
+    cargo_tool(
+        &["bpf-linker"],
+        ("bpf-linker", BPF_LINKER_VERSION),
+        &["--no-default-features", "--features", "llvm-22"],
+        &[("LLVM_PREFIX", "/usr/lib/llvm-22")],
+    )
+}
+
+/// Installs cargo-deny from crates.io (`cargo xtask test` checks licences,
+/// bans and sources with it).
+pub fn cargo_deny() -> anyhow::Result<()> {
+    cargo_tool(
+        &[&cargo(), "deny"],
+        ("cargo-deny", CARGO_DENY_VERSION),
+        &[],
+        &[],
+    )
+}
+
+/// A tool from crates.io: `probe --version` names `krate version` already,
+/// or `cargo install --locked` with these extra arguments and environment.
+fn cargo_tool(
+    probe: &[&str],
+    (krate, version): (&str, &str),
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let have = Command::new(probe[0])
+        .args(&probe[1..])
         .arg("--version")
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    if have.contains(&format!("bpf-linker {BPF_LINKER_VERSION}")) {
+    if have.contains(&format!("{krate} {version}")) {
         println!("{}", have.trim());
         return Ok(());
     }
-    println!("installing bpf-linker {BPF_LINKER_VERSION}");
-    run(Command::new(cargo())
-        .args([
-            "install",
-            "bpf-linker",
-            "--locked",
-            "--version",
-            &format!("~{BPF_LINKER_VERSION}"),
-        ])
-        .args(["--no-default-features", "--features", "llvm-22"])
-        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
-    .context("cargo install bpf-linker")
+    println!("installing {krate} {version}");
+    let mut cmd = Command::new(cargo());
+    cmd.args([
+        "install",
+        krate,
+        "--locked",
+        "--version",
+        &format!("~{version}"),
+    ])
+    .args(args)
+    .envs(env.iter().copied());
+    run(&mut cmd).with_context(|| format!("cargo install {krate}"))
 }
 
 /// Mounts bpffs at /sys/fs/bpf when it is not mounted (root only).

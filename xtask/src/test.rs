@@ -26,6 +26,10 @@ pub fn test(args: &[String]) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Licences, banned crates and sources of every dependency (deny.toml).
+    step("cargo deny check licenses bans sources");
+    prereq::cargo_deny()?;
+    run(cargo().args(["deny", "check", "licenses", "bans", "sources"]))?;
     step("building binaries");
     run(cargo().args(["build", "--workspace", "--bins"]))?;
     step("cargo test");
