@@ -76,6 +76,7 @@ pub async fn run(
         portals.push(crate::target::Portal {
             listen: bound,
             advertise: portal.advertise,
+            tpgt: portal.tpgt,
         });
     }
     registry.set_portals(portals.clone());

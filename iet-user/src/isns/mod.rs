@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::target::Registry;
-use pdu::{F_LAST_PDU, Function, HEADER_LEN, RegisteredTarget, Registration};
+use pdu::{F_LAST_PDU, Function, HEADER_LEN, RegisteredPortal, RegisteredTarget, Registration};
 
 /// IANA's iSNS port (RFC 4171 §6.1).
 pub const DEFAULT_PORT: u16 = 3205;
@@ -65,11 +65,14 @@ fn entity_id() -> String {
 /// listening on a wildcard address without `advertise` are left out: an
 /// initiator cannot connect to 0.0.0.0.
 pub fn snapshot(registry: &Registry, entity: &str) -> Registration {
-    let mut portals: Vec<SocketAddr> = registry
+    let mut portals: Vec<RegisteredPortal> = registry
         .portals()
         .iter()
-        .map(|p| p.advertise.unwrap_or(p.listen))
-        .filter(|a| !a.ip().is_unspecified())
+        .map(|p| RegisteredPortal {
+            addr: p.advertise.unwrap_or(p.listen),
+            tpgt: p.tpgt,
+        })
+        .filter(|p| !p.addr.ip().is_unspecified())
         .collect();
     portals.sort_unstable();
     portals.dedup();
@@ -83,7 +86,6 @@ pub fn snapshot(registry: &Registry, entity: &str) -> Registration {
             .map(|t| RegisteredTarget {
                 name: t.name.clone(),
                 alias: t.settings().alias.clone(),
-                tpgt: t.tpgt,
             })
             .collect(),
     }

@@ -56,16 +56,21 @@ pub struct Registration {
     pub entity: String,
     /// Seconds the server keeps the entity without a refresh.
     pub period_secs: u32,
-    pub portals: Vec<SocketAddr>,
+    pub portals: Vec<RegisteredPortal>,
     pub targets: Vec<RegisteredTarget>,
+}
+
+/// A portal and its portal group tag (RFC 7143 §13.9 TargetPortalGroupTag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RegisteredPortal {
+    pub addr: SocketAddr,
+    pub tpgt: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredTarget {
     pub name: String,
     pub alias: Option<String>,
-    /// Portal group tag (RFC 7143 §13.9 TargetPortalGroupTag).
-    pub tpgt: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,8 +153,8 @@ impl Registration {
         u32_attr(&mut p, tag::ENTITY_PROTOCOL, PROTOCOL_ISCSI);
         u32_attr(&mut p, tag::REGISTRATION_PERIOD, self.period_secs);
         for a in &self.portals {
-            ip(&mut p, tag::PORTAL_IP_ADDRESS, a.ip());
-            port(&mut p, tag::PORTAL_PORT, a.port());
+            ip(&mut p, tag::PORTAL_IP_ADDRESS, a.addr.ip());
+            port(&mut p, tag::PORTAL_PORT, a.addr.port());
         }
         for t in &self.targets {
             string(&mut p, tag::ISCSI_NAME, &t.name);
@@ -161,9 +166,9 @@ impl Registration {
         for t in &self.targets {
             for a in &self.portals {
                 string(&mut p, tag::PG_ISCSI_NAME, &t.name);
-                ip(&mut p, tag::PG_PORTAL_IP_ADDR, a.ip());
-                port(&mut p, tag::PG_PORTAL_PORT, a.port());
-                u32_attr(&mut p, tag::PG_TAG, u32::from(t.tpgt));
+                ip(&mut p, tag::PG_PORTAL_IP_ADDR, a.addr.ip());
+                port(&mut p, tag::PG_PORTAL_PORT, a.addr.port());
+                u32_attr(&mut p, tag::PG_TAG, u32::from(a.tpgt));
             }
         }
         Some(message(Function::DevAttrReg, F_REPLACE, xid, &p))
@@ -230,11 +235,13 @@ mod tests {
         Registration {
             entity: "iet:host".into(),
             period_secs: 900,
-            portals: vec!["127.0.0.1:3260".parse().unwrap()],
+            portals: vec![RegisteredPortal {
+                addr: "127.0.0.1:3260".parse().unwrap(),
+                tpgt: 1,
+            }],
             targets: vec![RegisteredTarget {
                 name: "iqn.2026-11.io.iet:a".into(),
                 alias: Some("disk".into()),
-                tpgt: 1,
             }],
         }
     }

@@ -372,7 +372,7 @@ impl LoginEnv for Env {
         Some(TargetLogin {
             name: t.name.clone(),
             alias: st.alias.clone(),
-            portal_group_tag: t.tpgt,
+            portal_group_tag: self.registry.portal_group(self.local),
             params: st.params.clone(),
             auth: auth_config(&st.incoming, st.outgoing.as_ref()),
         })
@@ -443,7 +443,7 @@ impl LoginEnv for Env {
                     req.initiator_name,
                     &req.isid,
                     &target.name,
-                    target.tpgt,
+                    self.registry.portal_group(self.local),
                 );
                 SessionKind::Normal {
                     target,
@@ -521,7 +521,7 @@ impl DiscoveryEnv for Registry {
                     .map(|p| DiscoveredPortal {
                         bound: p.listen,
                         advertised: p.advertise,
-                        portal_group_tag: t.tpgt,
+                        portal_group_tag: p.tpgt,
                     })
                     .collect(),
             })
