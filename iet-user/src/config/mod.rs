@@ -39,8 +39,9 @@ pub struct Config {
     /// `host`, `host:port` or `[v6]:port`, port 3205 by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isns_server: Option<String>,
-    /// IET's iSNSAccessControl: read and kept, but not yet enforced (the
-    /// server's discovery domains do not restrict logins).
+    /// IET's iSNSAccessControl: a login is allowed only when the iSNS server
+    /// shows the initiator to the target (they share a discovery domain).
+    /// Needs `isns_server`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub isns_access_control: bool,
     #[serde(default)]
@@ -402,6 +403,11 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.isns_access_control && self.isns_server.is_none() {
+            return Err(ConfigError::Invalid(
+                "isns_access_control needs isns_server".into(),
+            ));
+        }
         // The tag is also the relative target port identifier, and SPC-5 §7.7.6.7
         // reserves identifier 0.
         if let Some(p) = self.portals.iter().find(|p| p.tpgt == 0) {

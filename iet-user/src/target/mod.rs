@@ -130,6 +130,8 @@ pub struct Registry {
     /// CHAP for discovery sessions; empty: none required.
     pub discovery_incoming: RwLock<Vec<ChapAccount>>,
     pub discovery_outgoing: RwLock<Option<ChapAccount>>,
+    /// iSNSAccessControl: when set, a login needs the iSNS server's consent.
+    pub isns_access: std::sync::OnceLock<Arc<crate::isns::Access>>,
     /// The eBPF data plane, once the daemon has started it.
     pub dataplane: std::sync::OnceLock<Arc<crate::dataplane::Dataplane>>,
     /// Memory admission for write data.

@@ -382,6 +382,11 @@ impl LoginEnv for Env {
         self.registry
             .target(target)
             .is_some_and(|t| t.settings().acl.permits(initiator_name, peer))
+            && self
+                .registry
+                .isns_access
+                .get()
+                .is_none_or(|a| a.permits(target, initiator_name))
     }
 
     fn discovery(&self) -> DiscoveryLogin {
