@@ -251,6 +251,17 @@ fn login(portal: SocketAddr, initiator: &str) -> Result<Conn, LoginError> {
     c.login(&opts).map(|()| c)
 }
 
+/// The target names SendTargets=All gives `initiator`.
+fn discovered(portal: SocketAddr, initiator: &str) -> Vec<String> {
+    let mut c = Conn::connect(portal).expect("connect");
+    let mut opts = LoginOptions::discovery();
+    initiator.clone_into(&mut opts.initiator);
+    c.login(&opts)
+        .unwrap_or_else(|e| panic!("discovery login of {initiator}: {e:?}"));
+    let answer = c.text(&[("SendTargets", "All")]).expect("SendTargets");
+    answer.get("TargetName").cloned().unwrap_or_default()
+}
+
 /// The login's failure status (RFC 7143 §11.13.5), panicking on success.
 fn refused(portal: SocketAddr, initiator: &str) -> u16 {
     match login(portal, initiator) {
@@ -326,6 +337,9 @@ fn access_control_admits_initiators_of_the_targets_discovery_domains() {
     let (mut ietd, p) = start_guarded(&dir, isns_port, true);
     logs_in_soon(p, IN, &ietd);
     assert_eq!(refused(p, OUT), 0x0202, "{}", ietd.log());
+    // SendTargets names the target only to initiators that may log in to it.
+    assert_eq!(discovered(p, IN), [T]);
+    assert!(discovered(p, OUT).is_empty());
     assert!(
         ietd.log()
             .contains("shares no discovery domain with the target; login refused"),

@@ -23,15 +23,20 @@ pub struct Access {
 }
 
 impl Access {
-    /// Whether `initiator` may log in to `target`; a refusal is logged and makes the
-    /// client ask the server again, so an initiator just added to a domain gets in soon.
-    pub fn permits(&self, target: &str, initiator: &str) -> bool {
-        let ok = self
-            .visible
+    /// Whether the server's last answer shows `initiator` to `target` (SendTargets lists
+    /// only such targets).
+    pub fn sees(&self, target: &str, initiator: &str) -> bool {
+        self.visible
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(target)
-            .is_some_and(|names| names.contains(initiator));
+            .is_some_and(|names| names.contains(initiator))
+    }
+
+    /// Whether `initiator` may log in to `target`; a refusal is logged and makes the
+    /// client ask the server again, so an initiator just added to a domain gets in soon.
+    pub fn permits(&self, target: &str, initiator: &str) -> bool {
+        let ok = self.sees(target, initiator);
         if !ok {
             warn!(
                 target,

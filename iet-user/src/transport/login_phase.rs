@@ -519,6 +519,11 @@ impl DiscoveryEnv for Registry {
         self.targets()
             .iter()
             .filter(|t| t.settings().acl.permits(initiator_name, peer))
+            .filter(|t| {
+                self.isns_access
+                    .get()
+                    .is_none_or(|a| a.sees(&t.name, initiator_name))
+            })
             .map(|t| DiscoveredTarget {
                 name: t.name.clone(),
                 portals: portals
