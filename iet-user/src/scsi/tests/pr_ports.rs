@@ -165,6 +165,36 @@ fn all_tg_pt_registers_every_target_port() {
 }
 
 #[test]
+fn spec_i_pt_with_all_tg_pt_registers_the_named_ports_on_every_target_port() {
+    let rig = Rig::new();
+    rig.units.set_target_ports(
+        [1, 2]
+            .map(|t| TargetPort {
+                name: format!("iqn.2026-01.test:tgt,t,0x{t:04x}"),
+                relative_id: t,
+            })
+            .to_vec(),
+    );
+    let a = port("iqn.2026-01.test:a", 1, 1, 31);
+    let b_on2 = port("iqn.2026-01.test:b", 2, 2, 32);
+    for n in [&a, &b_on2] {
+        touch(&rig, n);
+    }
+    let (cdb, p) = register_ports(0x55, true, &[&b_on2.initiator_port]);
+    rig.ok(&a, &cdb, &p);
+    // a and b, each through target ports 1 and 2.
+    let mut seen: Vec<(u64, u16)> = full_status(&rig, &a)
+        .into_iter()
+        .map(|(k, _, rtp)| (k, rtp))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [(0x55, 1), (0x55, 1), (0x55, 2), (0x55, 2)]);
+    // b, named by a, reserves through port 2 with that key.
+    let (res, rp) = pr_out(0x01, 0x01, 0x55, 0, false);
+    rig.ok(&b_on2, &res, &rp);
+}
+
+#[test]
 fn report_capabilities_states_what_is_supported() {
     let rig = Rig::new();
     let d = rig.ok(&rig.a, &pr_in(2), &[]);
