@@ -167,6 +167,7 @@ pub fn start(
         let mut last_error = String::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut asked: Option<Instant> = None;
+        let mut last_access_error = String::new();
         loop {
             let refused = async {
                 match &access {
@@ -189,8 +190,15 @@ pub fn start(
                 && asked.is_none_or(|at| at.elapsed() >= ACCESS_REFRESH)
             {
                 asked = Some(Instant::now());
-                if let Err(e) = refresh_access(&server, a, r, &mut xid).await {
-                    warn!(server, "iSNS access control query: {e:#}");
+                match refresh_access(&server, a, r, &mut xid).await {
+                    Ok(()) => last_access_error.clear(),
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        if msg != last_access_error {
+                            warn!(server, "iSNS access control query: {msg}");
+                            last_access_error = msg;
+                        }
+                    }
                 }
             }
             if !due {
