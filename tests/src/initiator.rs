@@ -82,6 +82,8 @@ pub struct Conn {
     pub initial_r2t: bool,
     pub first_burst: usize,
     pub negotiated: BTreeMap<String, String>,
+    /// The keys of the target's first Login Response (TargetPortalGroupTag, RFC 7143 §13.9).
+    pub first_login_keys: BTreeMap<String, String>,
 }
 
 /// What to offer at login.
@@ -172,6 +174,7 @@ impl Conn {
             initial_r2t: true,
             first_burst: 0,
             negotiated: BTreeMap::new(),
+            first_login_keys: BTreeMap::new(),
         })
     }
 
@@ -306,10 +309,11 @@ impl Conn {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let (mut resp, _) = self.login_exchange(
+        let (mut resp, first_keys) = self.login_exchange(
             &self.login_bhs(itt, opts.chap.is_none(), 0, 1),
             &encode_keys(&kv),
         )?;
+        self.first_login_keys = first_keys;
         if let Some((user, secret)) = &opts.chap {
             let (_, keys) = self.login_exchange(
                 &self.login_bhs(itt, false, 0, 1),

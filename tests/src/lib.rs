@@ -7,6 +7,7 @@ pub mod initiator;
 pub mod inprocess;
 pub mod libiscsi;
 pub mod load;
+pub mod mounts;
 pub mod process;
 pub mod soak;
 

@@ -1,9 +1,12 @@
 //! Issue 16's SCSI features end to end through the scripted initiator on loopback:
-//! REGISTER with SPEC_I_PT (TransportIDs with and without ISID) and ALL_TG_PT, and
-//! WRITE AND VERIFY / VERIFY with BYTCHK comparing what the medium holds.
+//! REGISTER with SPEC_I_PT (TransportIDs with and without ISID) and ALL_TG_PT (also across
+//! two portal groups of the real ietd), and WRITE AND VERIFY / VERIFY with BYTCHK.
+
+use std::net::SocketAddr;
 
 use iet_tests::initiator::{Conn, LoginOptions, ScsiResult};
-use iet_tests::inprocess::{InProcessTarget, TARGET, mem_config};
+use iet_tests::inprocess::{InProcessTarget, TARGET, free_port, mem_config};
+use iet_tests::process::{Ietd, TempDir};
 
 const BS: u32 = 512;
 const INIT_A: &str = "iqn.2026-12.io.iet:node-a";
@@ -11,8 +14,12 @@ const INIT_B: &str = "iqn.2026-12.io.iet:node-b";
 const INIT_C: &str = "iqn.2026-12.io.iet:node-c";
 
 fn login(t: &InProcessTarget, initiator: &str, isid_low: u8) -> Conn {
-    let mut c = Conn::connect(t.addr).expect("connect");
-    let mut opts = LoginOptions::normal(TARGET);
+    login_at(t.addr, TARGET, initiator, isid_low)
+}
+
+fn login_at(portal: SocketAddr, target: &str, initiator: &str, isid_low: u8) -> Conn {
+    let mut c = Conn::connect(portal).expect("connect");
+    let mut opts = LoginOptions::normal(target);
     initiator.clone_into(&mut opts.initiator);
     opts.isid = [0x80, 0, 0, 0, 0, isid_low];
     c.login(&opts)
@@ -77,8 +84,9 @@ fn read_keys(c: &mut Conn) -> Vec<u64> {
         .collect()
 }
 
-/// READ FULL STATUS: (key, ALL_TG_PT, R_HOLDER, TransportID byte 0, TransportID name).
-fn full_status(c: &mut Conn) -> Vec<(u64, bool, bool, u8, String)> {
+/// READ FULL STATUS: (key, ALL_TG_PT, R_HOLDER, TransportID byte 0, TransportID name,
+/// RELATIVE TARGET PORT IDENTIFIER).
+fn full_status(c: &mut Conn) -> Vec<(u64, bool, bool, u8, String, u16)> {
     let r = c
         .scsi(0, &[0x5e, 3, 0, 0, 0, 0, 0, 0x10, 0, 0], &[], 4096)
         .expect("READ FULL STATUS");
@@ -97,6 +105,7 @@ fn full_status(c: &mut Conn) -> Vec<(u64, bool, bool, u8, String)> {
             d[at + 12] & 0x01 != 0,
             tid[0],
             name.into_owned(),
+            u16::from_be_bytes([d[at + 18], d[at + 19]]),
         ));
         at += 24 + len;
     }
@@ -160,9 +169,10 @@ fn all_tg_pt_registration_is_reported_and_serves_the_port_again() {
     let mut a = login(&t, INIT_A, 1);
     let r = pr_out(&mut a, 0x00, 0, 0, 0x77, 0x04, &[]);
     assert_eq!(r.status, 0, "ALL_TG_PT REGISTER: {:02x?}", r.sense);
+    // The target's one target port (portal group 1): one registration, one I_T nexus.
     let status = full_status(&mut a);
     assert_eq!(status.len(), 1, "{status:?}");
-    assert!(status[0].1, "ALL_TG_PT is reported: {status:?}");
+    assert_eq!((status[0].1, status[0].5), (false, 1), "{status:?}");
     let r = pr_out(&mut a, 0x01, 0x03, 0x77, 0, 0, &[]);
     assert_eq!(r.status, 0, "RESERVE EXCLUSIVE ACCESS: {:02x?}", r.sense);
     // Another initiator is kept out; a new session of A (same ISID, reinstated) holds it.
@@ -177,6 +187,147 @@ fn all_tg_pt_registration_is_reported_and_serves_the_port_again() {
     let r = pr_out(&mut a2, 0x00, 0, 0x77, 0, 0, &[]);
     assert_eq!(r.status, 0, "unregister: {:02x?}", r.sense);
     assert_eq!(b.read10(0, 0, 1, BS).expect("READ by B").status, 0);
+}
+
+const TWO_PORTS: &str = "iqn.2026-12.io.iet:two-ports";
+
+/// The relative target port identifier in VPD page 83h (designator type 4h, SPC-5 §7.7.6.4).
+fn relative_target_port(c: &mut Conn) -> u16 {
+    let r = c
+        .scsi(0, &[0x12, 0x01, 0x83, 0x01, 0x00, 0], &[], 256)
+        .expect("INQUIRY VPD 83h");
+    assert_eq!(r.status, 0, "VPD 83h: {:02x?}", r.sense);
+    let mut at = 4;
+    while at + 4 <= r.data.len() {
+        let len = usize::from(r.data[at + 3]);
+        if r.data[at + 1] & 0x3f == 0x14 {
+            return u16::from_be_bytes([r.data[at + 6], r.data[at + 7]]);
+        }
+        at += 4 + len;
+    }
+    panic!("no relative target port designator: {:02x?}", r.data);
+}
+
+/// SPC-5 §6.17.4: REGISTER with ALL_TG_PT through one target port registers the initiator
+/// port through every target port, each I_T nexus on its own; without it, only through the
+/// port it came in on. The real ietd exports one target through two portals in portal
+/// groups 1 and 2, so two target ports.
+#[test]
+fn all_tg_pt_registers_the_initiator_port_through_every_target_port() {
+    let dir = TempDir::new("all-tg-pt");
+    let p1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let p2 = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    // Portals are bound in order: once the second listens, both do.
+    let ietd = Ietd::start(
+        &dir,
+        p2,
+        &[
+            "--portal",
+            &format!("{p1},{p2}"),
+            "--portal-group",
+            "1,2",
+            "--target",
+            TWO_PORTS,
+            "--lun",
+            "mem:16M",
+            "--ebpf",
+            "off",
+        ],
+    );
+    // A and B each log in through both ports with one ISID: two I_T nexuses each (the
+    // second login is not a reinstatement of the first).
+    let mut a1 = login_at(p1, TWO_PORTS, INIT_A, 1);
+    let mut a2 = login_at(p2, TWO_PORTS, INIT_A, 1);
+    let mut b1 = login_at(p1, TWO_PORTS, INIT_B, 2);
+    let mut b2 = login_at(p2, TWO_PORTS, INIT_B, 2);
+    for (c, tpgt) in [(&a1, "1"), (&a2, "2"), (&b1, "1"), (&b2, "2")] {
+        assert_eq!(
+            c.first_login_keys
+                .get("TargetPortalGroupTag")
+                .map(String::as_str),
+            Some(tpgt),
+            "{:?}",
+            c.first_login_keys
+        );
+    }
+    assert_eq!(relative_target_port(&mut a1), 1);
+    assert_eq!(relative_target_port(&mut a2), 2);
+
+    // B registers through port 1 without ALL_TG_PT: through port 2 it is not registered,
+    // so its RESERVE there is a RESERVATION CONFLICT.
+    let r = pr_out(&mut b1, 0x00, 0, 0, 0xb, 0, &[]);
+    assert_eq!(
+        r.status,
+        0,
+        "REGISTER by B: {:02x?}\n{}",
+        r.sense,
+        ietd.log()
+    );
+    let r = pr_out(&mut b2, 0x01, 0x05, 0xb, 0, 0, &[]);
+    assert_eq!(r.status, 0x18, "RESERVE by B through port 2: {r:?}");
+
+    // A registers with ALL_TG_PT through port 1; through port 2 it is registered too.
+    let r = pr_out(&mut a1, 0x00, 0, 0, 0xa, 0x04, &[]);
+    assert_eq!(r.status, 0, "ALL_TG_PT REGISTER: {:02x?}", r.sense);
+    let mut keys = read_keys(&mut a2);
+    keys.sort_unstable();
+    assert_eq!(keys, [0xa, 0xa, 0xb]);
+    let a_port = format!("{INIT_A},i,0x800000000001");
+    let b_port = format!("{INIT_B},i,0x800000000002");
+    let mut seen: Vec<(u64, String, u16)> = full_status(&mut b2)
+        .into_iter()
+        .map(|s| {
+            assert!(!s.1 && !s.2, "one I_T nexus each, none holds: {s:?}");
+            (s.0, s.4, s.5)
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            (0xa, a_port.clone(), 1),
+            (0xa, a_port.clone(), 2),
+            (0xb, b_port.clone(), 1)
+        ]
+    );
+
+    // A reserves WRITE EXCLUSIVE – REGISTRANTS ONLY through port 2 with that key.
+    let r = pr_out(&mut a2, 0x01, 0x05, 0xa, 0, 0, &[]);
+    assert_eq!(r.status, 0, "RESERVE by A through port 2: {:02x?}", r.sense);
+    let holders: Vec<u16> = full_status(&mut a1)
+        .into_iter()
+        .filter(|s| s.2)
+        .map(|s| s.5)
+        .collect();
+    assert_eq!(holders, [2], "the I_T nexus through port 2 holds it");
+    // Registrants write through their registered nexuses; B's unregistered nexus through
+    // port 2 conflicts on a write and still reads.
+    let data = vec![0x5a; BS as usize];
+    for (c, who) in [
+        (&mut a1, "A, port 1"),
+        (&mut a2, "A, port 2"),
+        (&mut b1, "B, port 1"),
+    ] {
+        let r = c.write10(0, 8, &data, BS).expect("WRITE(10)");
+        assert_eq!(r.status, 0, "write by {who}: {:02x?}", r.sense);
+    }
+    let r = b2.write10(0, 8, &data, BS).expect("WRITE(10) by B, port 2");
+    assert_eq!(r.status, 0x18, "write by B through port 2: {r:?}");
+    let r = b2.read10(0, 8, 1, BS).expect("READ(10) by B, port 2");
+    assert_eq!((r.status, &r.data), (0, &data));
+
+    // A unregisters through port 2 only: that nexus's registration goes, and with it the
+    // reservation it held; through port 1 A stays registered.
+    let r = pr_out(&mut a2, 0x00, 0, 0xa, 0, 0, &[]);
+    assert_eq!(r.status, 0, "unregister through port 2: {:02x?}", r.sense);
+    let mut left: Vec<(u64, u16)> = full_status(&mut a2)
+        .into_iter()
+        .map(|s| (s.0, s.5))
+        .collect();
+    left.sort_unstable();
+    assert_eq!(left, [(0xa, 1), (0xb, 1)]);
+    let r = b2.write10(0, 8, &data, BS).expect("WRITE(10) by B, port 2");
+    assert_eq!(r.status, 0, "no reservation any more: {:02x?}", r.sense);
 }
 
 #[test]

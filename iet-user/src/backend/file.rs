@@ -159,6 +159,32 @@ impl BlockBackend for FileBackend {
         Ok(())
     }
 
+    /// The range's clean pages are dropped from the page cache first (POSIX_FADV_DONTNEED),
+    /// so the read reaches the filesystem or device. Dirty pages stay, and are what the
+    /// store will hold; WRITE AND VERIFY writes durably first, so its range has none.
+    fn read_medium(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+        refuse_in_attempt()?;
+        check_range(offset, buf.len() as u64, self.size())?;
+        let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(buf.len())) else {
+            return Err(BackendError::OutOfRange {
+                offset,
+                len: buf.len() as u64,
+                size: self.size(),
+            });
+        };
+        // SAFETY: posix_fadvise takes plain integers and an fd we own; advice only.
+        let rc = unsafe {
+            libc::posix_fadvise(self.file.as_raw_fd(), off, len, libc::POSIX_FADV_DONTNEED)
+        };
+        if rc != 0 {
+            return Err(BackendError::io(
+                "posix_fadvise DONTNEED",
+                io::Error::from_raw_os_error(rc),
+            ));
+        }
+        self.read_at(buf, offset)
+    }
+
     fn nowait_writes(&self) -> bool {
         self.nowait_writes.load(Ordering::Relaxed)
     }

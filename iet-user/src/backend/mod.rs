@@ -111,6 +111,12 @@ pub trait BlockBackend: Send + Sync + fmt::Debug {
         }
         read
     }
+    /// Fill `buf` from the medium itself, not from a cached copy of it (the read-back of
+    /// WRITE AND VERIFY and VERIFY, SBC-4 §5.30, §5.45): what a verify compares must be
+    /// what the store kept. A store without a cache between us and it just reads.
+    fn read_medium(&self, buf: &mut [u8], offset: u64) -> Result<(), BackendError> {
+        self.read_at(buf, offset)
+    }
     /// Write `buf` at `offset`. With `fua`, return only once the data is on stable storage.
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), BackendError>;
     /// Whether a plain write may succeed inside a non-blocking attempt

@@ -30,6 +30,15 @@ struct Args {
         value_delimiter = ','
     )]
     advertise: Vec<SocketAddr>,
+    /// Portal group tag of the portal at the same position (default 1):
+    /// portals in different groups are different target ports; repeatable.
+    #[arg(
+        long = "portal-group",
+        value_name = "TPGT",
+        env = "IET_PORTAL_GROUP",
+        value_delimiter = ','
+    )]
+    portal_groups: Vec<u16>,
     /// Target IQN served with the --lun flags.
     #[arg(
         long,
@@ -134,6 +143,16 @@ impl Args {
         }
         for (portal, &adv) in config.portals.iter_mut().zip(&self.advertise) {
             portal.advertise = Some(adv);
+        }
+        if self.portal_groups.len() > config.portals.len() {
+            anyhow::bail!(
+                "{} --portal-group tags for {} portals",
+                self.portal_groups.len(),
+                config.portals.len()
+            );
+        }
+        for (portal, &tpgt) in config.portals.iter_mut().zip(&self.portal_groups) {
+            portal.tpgt = tpgt;
         }
         if let Some(mode) = self.ebpf {
             config.ebpf.mode = mode;

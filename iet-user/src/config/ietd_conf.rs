@@ -108,12 +108,6 @@ pub fn parse_ietd_conf(path: &Path, text: &str) -> Result<Config, ConfigError> {
                 "iSNSServer" => cfg.isns_server = Some(value()?.to_owned()),
                 "iSNSAccessControl" => {
                     cfg.isns_access_control = yes_no(path, n, key, value()?)?;
-                    if cfg.isns_access_control {
-                        tracing::warn!(
-                            "{}:{n}: iSNSAccessControl is not enforced by iet",
-                            path.display()
-                        );
-                    }
                 }
                 _ => return Err(err(path, n, format!("{key} is not valid outside a Target"))),
             }

@@ -39,8 +39,9 @@ pub struct Config {
     /// `host`, `host:port` or `[v6]:port`, port 3205 by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isns_server: Option<String>,
-    /// IET's iSNSAccessControl: read and kept, but not yet enforced (the
-    /// server's discovery domains do not restrict logins).
+    /// IET's iSNSAccessControl: a login is allowed only when the iSNS server
+    /// shows the initiator to the target (they share a discovery domain).
+    /// Needs `isns_server`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub isns_access_control: bool,
     #[serde(default)]
@@ -76,6 +77,7 @@ fn default_portals() -> Vec<PortalConfig> {
     vec![PortalConfig {
         listen: SocketAddr::from(([0, 0, 0, 0], 3260)),
         advertise: None,
+        tpgt: DEFAULT_TPGT,
         tuning: PortalTuning::default(),
     }]
 }
@@ -138,6 +140,10 @@ pub struct PortalConfig {
     /// Address announced in SendTargets instead of `listen` (NAT, 0.0.0.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertise: Option<SocketAddr>,
+    /// The portal group the portal belongs to (RFC 7143 §4.4.1 TargetPortalGroupTag):
+    /// portals with different tags are different SCSI target ports of every target.
+    #[serde(default = "default_tpgt", skip_serializing_if = "is_default_tpgt")]
+    pub tpgt: u16,
     /// eBPF and TCP settings of the portal's connections (`ietadm portal set`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub tuning: PortalTuning,
@@ -148,9 +154,26 @@ impl PortalConfig {
         PortalConfig {
             listen,
             advertise: None,
+            tpgt: DEFAULT_TPGT,
             tuning: PortalTuning::default(),
         }
     }
+}
+
+/// The portal group tag of a portal that names none: every portal in one group, one
+/// target port per target (what IET did).
+pub const DEFAULT_TPGT: u16 = 1;
+
+fn default_tpgt() -> u16 {
+    DEFAULT_TPGT
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_default_tpgt(tpgt: &u16) -> bool {
+    *tpgt == DEFAULT_TPGT
 }
 
 /// What the eBPF data plane does with a portal's connections; the
@@ -380,6 +403,19 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.isns_access_control && self.isns_server.is_none() {
+            return Err(ConfigError::Invalid(
+                "isns_access_control needs isns_server".into(),
+            ));
+        }
+        // The tag is also the relative target port identifier, and SPC-5 §7.7.6.7
+        // reserves identifier 0.
+        if let Some(p) = self.portals.iter().find(|p| p.tpgt == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "portal {}: portal group tag 0 (1..=65535)",
+                p.listen
+            )));
+        }
         let mut names = std::collections::HashSet::new();
         for t in &self.targets {
             if !crate::proto::names::valid_iscsi_name(&t.name) {
@@ -445,5 +481,24 @@ mod tests {
     fn unknown_keys_are_errors() {
         let e = Config::from_toml(std::path::Path::new("x.toml"), "bogus = 1\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn portal_groups_parse_default_and_refuse_zero() {
+        let path = std::path::Path::new("x.toml");
+        let text = "[[portal]]\nlisten = \"127.0.0.1:3260\"\n\n\
+                    [[portal]]\nlisten = \"127.0.0.1:3261\"\ntpgt = 2\n";
+        let cfg = Config::from_toml(path, text).expect("parses");
+        let tags: Vec<u16> = cfg.portals.iter().map(|p| p.tpgt).collect();
+        assert_eq!(tags, [DEFAULT_TPGT, 2]);
+        let saved = toml::to_string(&cfg).expect("serializes");
+        assert_eq!(
+            saved.matches("tpgt").count(),
+            1,
+            "the default is left out: {saved}"
+        );
+        let e = Config::from_toml(path, "[[portal]]\nlisten = \"127.0.0.1:1\"\ntpgt = 0\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("portal group tag 0"), "{e}");
     }
 }

@@ -236,7 +236,7 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             Response::done()
         }
         Request::PortalAdd { listen, advertise } => {
-            d.portal_add(listen, advertise)?;
+            d.portal_add(listen, advertise, crate::config::DEFAULT_TPGT)?;
             Response::done()
         }
         Request::PortalSet {

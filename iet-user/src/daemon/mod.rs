@@ -32,6 +32,12 @@ pub async fn run(
     let registry = Arc::new(build_registry(&config)?);
     config.memory.apply(&registry);
     registry.limits.set(config.limits);
+    if config.isns_access_control {
+        // Before any portal accepts: no login gets past access control unchecked.
+        let _ = registry
+            .isns_access
+            .set(Arc::new(crate::isns::Access::default()));
+    }
     let server = Server::new(registry.clone(), shutdown.clone());
     // The data plane first, so no accepted connection escapes sock_ops.
     let dataplane = Arc::new(
@@ -76,6 +82,7 @@ pub async fn run(
         portals.push(crate::target::Portal {
             listen: bound,
             advertise: portal.advertise,
+            tpgt: portal.tpgt,
         });
     }
     registry.set_portals(portals.clone());
@@ -100,13 +107,10 @@ pub async fn run(
             );
         }
     }
-    if config.isns_access_control {
-        warn!("isns_access_control is not enforced: logins are not checked against iSNS");
-    }
-    let isns = config
-        .isns_server
-        .clone()
-        .map(|server| crate::isns::start(server, registry.clone(), shutdown.clone()));
+    let isns = config.isns_server.clone().map(|server| {
+        let access = registry.isns_access.get().cloned();
+        crate::isns::start(server, registry.clone(), access, shutdown.clone())
+    });
     shutdown.cancelled().await;
     info!("shutting down");
     if let Some(isns) = isns {

@@ -197,9 +197,12 @@ impl Daemon {
         for p in &new.portals {
             let before = old.portals.iter().find(|o| o.listen == p.listen);
             if before.is_none() {
-                self.portal_add(p.listen, p.advertise)?;
+                self.portal_add(p.listen, p.advertise, p.tpgt)?;
                 report.applied.push(format!("portal {} added", p.listen));
-            } else if before.is_some_and(|o| o.advertise != p.advertise) {
+            } else if let Some(o) =
+                before.filter(|o| o.advertise != p.advertise || o.tpgt != p.tpgt)
+            {
+                // A new portal group applies to the portal's new connections.
                 let portals = self
                     .registry
                     .portals()
@@ -207,14 +210,22 @@ impl Daemon {
                     .map(|mut x| {
                         if x.listen == p.listen {
                             x.advertise = p.advertise;
+                            x.tpgt = p.tpgt;
                         }
                         x
                     })
                     .collect();
                 self.registry.set_portals(portals);
-                report
-                    .applied
-                    .push(format!("portal {} advertise", p.listen));
+                if o.advertise != p.advertise {
+                    report
+                        .applied
+                        .push(format!("portal {} advertise", p.listen));
+                }
+                if o.tpgt != p.tpgt {
+                    report
+                        .applied
+                        .push(format!("portal {} portal group {}", p.listen, p.tpgt));
+                }
             }
             if before.is_none_or(|o| o.tuning != p.tuning) {
                 if p.tuning != PortalTuning::default() && !self.dataplane.is_active() {

@@ -197,6 +197,7 @@ impl Daemon {
         &self,
         listen: std::net::SocketAddr,
         advertise: Option<std::net::SocketAddr>,
+        tpgt: u16,
     ) -> anyhow::Result<()> {
         let bound = self
             .server
@@ -206,6 +207,7 @@ impl Daemon {
         portals.push(Portal {
             listen: bound,
             advertise,
+            tpgt,
         });
         self.registry.set_portals(portals);
         self.sync_dataplane_portals()?;
@@ -328,6 +330,7 @@ impl Daemon {
             .map(|p| PortalConfig {
                 listen: p.listen,
                 advertise: p.advertise,
+                tpgt: p.tpgt,
                 tuning: self.portal_tuning_of(p.listen),
             })
             .collect();

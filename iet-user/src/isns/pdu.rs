@@ -13,6 +13,7 @@ pub const HEADER_LEN: usize = 12;
 #[repr(u16)]
 pub enum Function {
     DevAttrReg = 0x0001,
+    DevAttrQry = 0x0002,
     DevDereg = 0x0004,
 }
 
@@ -45,9 +46,11 @@ pub mod tag {
     pub const PG_TAG: u32 = 51;
 }
 
-/// RFC 4171 §6.2.2: Entity Protocol 2 is iSCSI; §6.4.2: node type bit 31 (value 1) is Target.
+/// RFC 4171 §6.2.2: Entity Protocol 2 is iSCSI; §6.4.2: node type bit 31 (value 1) is
+/// Target, bit 30 (value 2) Initiator.
 const PROTOCOL_ISCSI: u32 = 2;
 const NODE_TYPE_TARGET: u32 = 1;
+pub(super) const NODE_TYPE_INITIATOR: u32 = 2;
 
 /// What the target registers: one network entity, its portals, its
 /// target nodes and one portal group per target and portal.
@@ -56,16 +59,21 @@ pub struct Registration {
     pub entity: String,
     /// Seconds the server keeps the entity without a refresh.
     pub period_secs: u32,
-    pub portals: Vec<SocketAddr>,
+    pub portals: Vec<RegisteredPortal>,
     pub targets: Vec<RegisteredTarget>,
+}
+
+/// A portal and its portal group tag (RFC 7143 §13.9 TargetPortalGroupTag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RegisteredPortal {
+    pub addr: SocketAddr,
+    pub tpgt: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisteredTarget {
     pub name: String,
     pub alias: Option<String>,
-    /// Portal group tag (RFC 7143 §13.9 TargetPortalGroupTag).
-    pub tpgt: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +91,7 @@ pub enum IsnsError {
 }
 
 /// Appends one attribute: tag, length, value padded to 4 bytes (§5.5).
-fn attr(out: &mut Vec<u8>, tag: u32, value: &[u8]) {
+pub(super) fn attr(out: &mut Vec<u8>, tag: u32, value: &[u8]) {
     let padded = value.len().div_ceil(4) * 4;
     out.extend_from_slice(&tag.to_be_bytes());
     out.extend_from_slice(&(padded as u32).to_be_bytes());
@@ -92,13 +100,13 @@ fn attr(out: &mut Vec<u8>, tag: u32, value: &[u8]) {
 }
 
 /// Strings are UTF-8, NUL-terminated, then padded (RFC 4171 §5.5.1).
-fn string(out: &mut Vec<u8>, tag: u32, s: &str) {
+pub(super) fn string(out: &mut Vec<u8>, tag: u32, s: &str) {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     attr(out, tag, &v);
 }
 
-fn u32_attr(out: &mut Vec<u8>, tag: u32, v: u32) {
+pub(super) fn u32_attr(out: &mut Vec<u8>, tag: u32, v: u32) {
     attr(out, tag, &v.to_be_bytes());
 }
 
@@ -116,7 +124,7 @@ fn port(out: &mut Vec<u8>, tag: u32, port: u16) {
     u32_attr(out, tag, u32::from(port));
 }
 
-fn message(function: Function, flags: u16, xid: u16, payload: &[u8]) -> Vec<u8> {
+pub(super) fn message(function: Function, flags: u16, xid: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&VERSION.to_be_bytes());
     out.extend_from_slice(&(function as u16).to_be_bytes());
@@ -148,8 +156,8 @@ impl Registration {
         u32_attr(&mut p, tag::ENTITY_PROTOCOL, PROTOCOL_ISCSI);
         u32_attr(&mut p, tag::REGISTRATION_PERIOD, self.period_secs);
         for a in &self.portals {
-            ip(&mut p, tag::PORTAL_IP_ADDRESS, a.ip());
-            port(&mut p, tag::PORTAL_PORT, a.port());
+            ip(&mut p, tag::PORTAL_IP_ADDRESS, a.addr.ip());
+            port(&mut p, tag::PORTAL_PORT, a.addr.port());
         }
         for t in &self.targets {
             string(&mut p, tag::ISCSI_NAME, &t.name);
@@ -161,9 +169,9 @@ impl Registration {
         for t in &self.targets {
             for a in &self.portals {
                 string(&mut p, tag::PG_ISCSI_NAME, &t.name);
-                ip(&mut p, tag::PG_PORTAL_IP_ADDR, a.ip());
-                port(&mut p, tag::PG_PORTAL_PORT, a.port());
-                u32_attr(&mut p, tag::PG_TAG, u32::from(t.tpgt));
+                ip(&mut p, tag::PG_PORTAL_IP_ADDR, a.addr.ip());
+                port(&mut p, tag::PG_PORTAL_PORT, a.addr.port());
+                u32_attr(&mut p, tag::PG_TAG, u32::from(a.tpgt));
             }
         }
         Some(message(Function::DevAttrReg, F_REPLACE, xid, &p))
@@ -230,11 +238,13 @@ mod tests {
         Registration {
             entity: "iet:host".into(),
             period_secs: 900,
-            portals: vec!["127.0.0.1:3260".parse().unwrap()],
+            portals: vec![RegisteredPortal {
+                addr: "127.0.0.1:3260".parse().unwrap(),
+                tpgt: 1,
+            }],
             targets: vec![RegisteredTarget {
                 name: "iqn.2026-11.io.iet:a".into(),
                 alias: Some("disk".into()),
-                tpgt: 1,
             }],
         }
     }

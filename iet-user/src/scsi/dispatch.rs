@@ -33,7 +33,7 @@ pub(crate) fn execute(
     let parsed = Cdb::parse(req.cdb);
     let start = data_in.len();
     // Another gateway may have changed the shared reservations: re-read them before the lock.
-    let pr_current = super::pr::shared::refresh(lu);
+    let pr_current = super::pr::shared::refresh(units, lu);
     // One lock for the per-command state checks (the hot path takes it once).
     let (cdb, capacity_blocks, write_protected, wce) = {
         let mut st = lu.lock();

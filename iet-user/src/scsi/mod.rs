@@ -59,6 +59,14 @@ pub struct ItNexus {
     pub relative_target_port: u16,
 }
 
+/// A SCSI target port of the target device (SAM-5 §4.6.5): for iSCSI a portal group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TargetPort {
+    /// As in [`ItNexus::target_port`].
+    pub name: String,
+    pub relative_id: u16,
+}
+
 /// SAM task attribute from the iSCSI ATTR field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskAttr {
@@ -190,6 +198,8 @@ pub enum ScsiError {
 #[derive(Debug, Default)]
 pub struct LogicalUnits {
     luns: RwLock<BTreeMap<u64, Arc<Lu>>>,
+    /// Every target port of the target device, for REGISTER with ALL_TG_PT.
+    target_ports: RwLock<Vec<TargetPort>>,
 }
 
 impl LogicalUnits {
@@ -213,6 +223,39 @@ impl LogicalUnits {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The target ports the target is reachable through (its portal groups); PERSISTENT
+    /// RESERVE OUT with ALL_TG_PT registers on each (SPC-5 §6.17.4).
+    pub fn set_target_ports(&self, ports: Vec<TargetPort>) {
+        *self
+            .target_ports
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ports;
+    }
+
+    /// The target ports this target has now.
+    pub(crate) fn target_ports(&self) -> Vec<TargetPort> {
+        self.target_ports
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The target ports known now, always including `nexus`'s own.
+    pub(crate) fn target_ports_with(&self, nexus: &ItNexus) -> Vec<TargetPort> {
+        let mut ports = self
+            .target_ports
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if !ports.iter().any(|p| p.name == nexus.target_port) {
+            ports.push(TargetPort {
+                name: nexus.target_port.clone(),
+                relative_id: nexus.relative_target_port,
+            });
+        }
+        ports
     }
 
     pub(crate) fn lun_list(&self) -> Vec<u64> {

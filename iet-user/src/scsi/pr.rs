@@ -1,9 +1,9 @@
 //! Persistent reservations (SPC-5 §5.13, §6.16 PERSISTENT RESERVE IN, §6.17 OUT): the
 //! state and its conflict rules; `pr/` holds the PR IN reports, PR OUT and TransportIDs.
-//! Registrations are per I_T nexus identity (initiator port, target port; ALL_TG_PT: any
-//! target port; a format 00b TransportID: any port of that initiator), so they survive
-//! session reinstatement. APTPL state goes through a caller-supplied `PrStore`; the state of
-//! an LU that several gateways serve lives in a `SharedPrStore` (`pr/shared.rs`).
+//! Registrations are per I_T nexus identity (initiator port, target port; a format 00b
+//! TransportID: any port of that initiator), so they survive session reinstatement;
+//! ALL_TG_PT makes one on every target port. APTPL state goes through a `PrStore`; the state
+//! of an LU that several gateways serve lives in a `SharedPrStore` (`pr/shared.rs`).
 
 use std::io;
 
@@ -60,9 +60,6 @@ struct Registration {
     initiator_port: String,
     target_port: String,
     relative_target_port: u16,
-    /// Registered with ALL_TG_PT: for every target port of this target (SPC-5 §5.13.7).
-    #[serde(default)]
-    all_tg_pt: bool,
 }
 
 impl Registration {
@@ -73,15 +70,23 @@ impl Registration {
     }
 
     fn is(&self, n: &ItNexus) -> bool {
-        self.matches_initiator(&n.initiator_port)
-            && (self.all_tg_pt || self.target_port == n.target_port)
+        self.matches_initiator(&n.initiator_port) && self.target_port == n.target_port
     }
 
     /// Some I_T nexus would match both registrations.
     fn overlaps(&self, other: &Self) -> bool {
         (self.matches_initiator(&other.initiator_port)
             || other.matches_initiator(&self.initiator_port))
-            && (self.all_tg_pt || other.all_tg_pt || self.target_port == other.target_port)
+            && self.target_port == other.target_port
+    }
+
+    /// The same registration through another target port.
+    fn on_port(&self, port: &super::TargetPort) -> Self {
+        Self {
+            target_port: port.name.clone(),
+            relative_target_port: port.relative_id,
+            ..self.clone()
+        }
     }
 }
 
@@ -117,7 +122,7 @@ impl PrState {
     }
 
     /// The holder is named by its registration's identity, so every nexus that registration
-    /// covers (ALL_TG_PT, or a bare initiator name) holds the reservation.
+    /// covers (a bare initiator name: any of its ports) holds the reservation.
     fn is_holder(&self, n: &ItNexus) -> bool {
         match &self.reservation {
             None => false,

@@ -108,6 +108,13 @@ impl Ctx<'_> {
             .map_err(|e| io_fail(Dir::Read, &e))
     }
 
+    /// Read what the medium holds, past any cached copy (for a verify's compare).
+    pub(crate) fn read_medium(&self, buf: &mut [u8], offset: u64) -> Result<(), Fail> {
+        self.backend()
+            .read_medium(buf, offset)
+            .map_err(|e| io_fail(Dir::Read, &e))
+    }
+
     pub(crate) fn write_from(&self, buf: &[u8], offset: u64, fua: bool) -> Result<(), Fail> {
         self.backend()
             .write_at(buf, offset, self.durable(fua))
@@ -200,8 +207,9 @@ fn write(ctx: &mut Ctx<'_>, rw: &Rw) -> Exec {
 }
 
 /// WRITE AND VERIFY(10/12/16) (SBC-4 §5.45..§5.47): the write is durable; with BYTCHK 01b
-/// the medium is then read back and compared with the Data-Out buffer, under the exclusive
-/// I/O lock so no other write can land in between. BYTCHK 1xb is reserved.
+/// the medium is then read back (past the page cache) and compared with the Data-Out
+/// buffer, under the exclusive I/O lock so no other write can land in between. BYTCHK 1xb
+/// is reserved.
 fn write_and_verify(ctx: &mut Ctx<'_>, rw: &Rw, bytchk: u8) -> Exec {
     if bytchk > 1 {
         return Err(super::sense::Sense::invalid_cdb_field(1, Some(2)).into());
@@ -219,7 +227,7 @@ fn write_and_verify(ctx: &mut Ctx<'_>, rw: &Rw, bytchk: u8) -> Exec {
     let written = &ctx.data_out[..n];
     ctx.write_from(written, offset, true)?;
     let mut medium = vec![0u8; n];
-    ctx.read_into(&mut medium, offset)?;
+    ctx.read_medium(&mut medium, offset)?;
     match medium.iter().zip(written).position(|(a, b)| a != b) {
         // INFORMATION: offset of the first miscompared byte in the Data-Out buffer.
         Some(pos) => Err(Sense::with_info(SenseReason::MiscompareDuringVerify, pos as u64).into()),
@@ -271,7 +279,7 @@ fn verify(ctx: &mut Ctx<'_>, rw: &Rw, bytchk: u8) -> Exec {
     let mut medium = vec![0u8; len as usize];
     {
         let _io = ctx.shared_io()?;
-        ctx.read_into(&mut medium, offset)?;
+        ctx.read_medium(&mut medium, offset)?;
     }
     let mismatch = if bytchk == 1 {
         medium.iter().zip(expected).position(|(a, b)| a != b)

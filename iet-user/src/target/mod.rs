@@ -56,7 +56,6 @@ pub struct Target {
     /// IET's target id, shown in the /proc formats.
     pub tid: u32,
     pub name: String,
-    pub tpgt: u16,
     pub luns: Arc<LogicalUnits>,
     /// One thread per LU for buffered writes, shared by every session.
     pub lanes: Arc<crate::transport::lane::WriteLanes<crate::transport::exec::LaneWrite>>,
@@ -74,7 +73,6 @@ impl Target {
         Target {
             tid: 0,
             name: name.to_owned(),
-            tpgt: 1,
             luns: Arc::new(LogicalUnits::new()),
             lanes: Arc::default(),
             settings: RwLock::new(settings),
@@ -94,6 +92,18 @@ impl Target {
 pub struct Portal {
     pub listen: SocketAddr,
     pub advertise: Option<SocketAddr>,
+    /// Its portal group: every target is one SCSI target port per group.
+    pub tpgt: u16,
+}
+
+/// The SCSI target ports of target `name`: one per portal group (SAM-5 §4.6.5).
+fn target_ports(name: &str, portals: &[Portal]) -> Vec<crate::scsi::TargetPort> {
+    let mut tags: Vec<u16> = portals.iter().map(|p| p.tpgt).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    tags.into_iter()
+        .map(|tpgt| session::target_port(name, tpgt))
+        .collect()
 }
 
 /// Why a session could not be created or joined.
@@ -120,6 +130,8 @@ pub struct Registry {
     /// CHAP for discovery sessions; empty: none required.
     pub discovery_incoming: RwLock<Vec<ChapAccount>>,
     pub discovery_outgoing: RwLock<Option<ChapAccount>>,
+    /// iSNSAccessControl: when set, a login needs the iSNS server's consent.
+    pub isns_access: std::sync::OnceLock<Arc<crate::isns::Access>>,
     /// The eBPF data plane, once the daemon has started it.
     pub dataplane: std::sync::OnceLock<Arc<crate::dataplane::Dataplane>>,
     /// Memory admission for write data.
@@ -194,6 +206,9 @@ impl Registry {
         }
         target.tid = targets.values().map(|t| t.tid).max().unwrap_or(0) + 1;
         let target = Arc::new(target);
+        target
+            .luns
+            .set_target_ports(target_ports(&target.name, &self.portals()));
         targets.insert(target.name.clone(), target.clone());
         Some(target)
     }
@@ -219,8 +234,33 @@ impl Registry {
             .collect()
     }
 
+    /// Replaces the portals, and so the target ports every target's LUs know.
     pub fn set_portals(&self, portals: Vec<Portal>) {
+        for t in self.targets() {
+            t.luns.set_target_ports(target_ports(&t.name, &portals));
+        }
         *self.portals.write().expect("portals lock") = portals;
+    }
+
+    /// The portal group of the portal a connection arrived on (`local`: its local address),
+    /// a wildcard listener matching by port.
+    pub fn portal_group(&self, local: SocketAddr) -> u16 {
+        let portals = self.portals.read().expect("portals lock");
+        let local_ip = match local.ip() {
+            std::net::IpAddr::V6(v6) => {
+                v6.to_ipv4_mapped().map_or(local.ip(), std::net::IpAddr::V4)
+            }
+            ip @ std::net::IpAddr::V4(_) => ip,
+        };
+        portals
+            .iter()
+            .find(|p| p.listen.port() == local.port() && p.listen.ip() == local_ip)
+            .or_else(|| {
+                portals
+                    .iter()
+                    .find(|p| p.listen.port() == local.port() && p.listen.ip().is_unspecified())
+            })
+            .map_or(crate::config::DEFAULT_TPGT, |p| p.tpgt)
     }
 
     pub fn portals(&self) -> Vec<Portal> {
@@ -232,8 +272,9 @@ impl Registry {
     }
 
     /// Registers a new session under a fresh TSIH, first closing any
-    /// session with the same initiator, ISID and target (session
-    /// reinstatement, RFC 7143 §6.3.5). Returns the TSIH and the old session.
+    /// session with the same initiator, ISID and target port (session
+    /// reinstatement of that I_T nexus, RFC 7143 §6.3.5: the same ISID through
+    /// another portal group is another nexus). Returns the TSIH and the old session.
     pub fn insert_session(
         &self,
         make: impl FnOnce(u16) -> Arc<Session>,
@@ -247,11 +288,11 @@ impl Registry {
             }
         };
         let session = make(tsih);
-        let target_name = session.target().map(|t| t.name.clone());
+        let target_port = session.nexus().map(|n| n.target_port.as_str());
         let old_tsih = table.by_tsih.iter().find_map(|(t, s)| {
             (s.id.initiator_name == session.id.initiator_name
                 && s.id.isid == session.id.isid
-                && s.target().map(|t| t.name.clone()) == target_name)
+                && s.nexus().map(|n| n.target_port.as_str()) == target_port)
                 .then_some(*t)
         });
         let old = old_tsih.and_then(|t| table.by_tsih.remove(&t));

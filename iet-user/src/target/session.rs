@@ -189,6 +189,15 @@ pub fn isid_hex(isid: &[u8; 6]) -> String {
     })
 }
 
+/// The SCSI target port of a target in portal group `tpgt` (RFC 7143 §4.4.1 iSCSI
+/// target port name); the tag is its relative target port identifier.
+pub fn target_port(target_name: &str, tpgt: u16) -> crate::scsi::TargetPort {
+    crate::scsi::TargetPort {
+        name: format!("{target_name},t,0x{tpgt:04x}"),
+        relative_id: tpgt,
+    }
+}
+
 /// The I_T nexus of a session.
 pub fn nexus_for(
     id: u64,
@@ -197,11 +206,12 @@ pub fn nexus_for(
     target_name: &str,
     tpgt: u16,
 ) -> ItNexus {
+    let port = target_port(target_name, tpgt);
     ItNexus {
         id,
         initiator_port: format!("{initiator_name},i,0x{}", isid_hex(isid)),
-        target_port: format!("{target_name},t,0x{tpgt:04x}"),
-        relative_target_port: tpgt,
+        target_port: port.name,
+        relative_target_port: port.relative_id,
     }
 }
 

@@ -372,7 +372,7 @@ impl LoginEnv for Env {
         Some(TargetLogin {
             name: t.name.clone(),
             alias: st.alias.clone(),
-            portal_group_tag: t.tpgt,
+            portal_group_tag: self.registry.portal_group(self.local),
             params: st.params.clone(),
             auth: auth_config(&st.incoming, st.outgoing.as_ref()),
         })
@@ -382,6 +382,11 @@ impl LoginEnv for Env {
         self.registry
             .target(target)
             .is_some_and(|t| t.settings().acl.permits(initiator_name, peer))
+            && self
+                .registry
+                .isns_access
+                .get()
+                .is_none_or(|a| a.permits(target, initiator_name))
     }
 
     fn discovery(&self) -> DiscoveryLogin {
@@ -443,7 +448,7 @@ impl LoginEnv for Env {
                     req.initiator_name,
                     &req.isid,
                     &target.name,
-                    target.tpgt,
+                    self.registry.portal_group(self.local),
                 );
                 SessionKind::Normal {
                     target,
@@ -514,6 +519,11 @@ impl DiscoveryEnv for Registry {
         self.targets()
             .iter()
             .filter(|t| t.settings().acl.permits(initiator_name, peer))
+            .filter(|t| {
+                self.isns_access
+                    .get()
+                    .is_none_or(|a| a.sees(&t.name, initiator_name))
+            })
             .map(|t| DiscoveredTarget {
                 name: t.name.clone(),
                 portals: portals
@@ -521,7 +531,7 @@ impl DiscoveryEnv for Registry {
                     .map(|p| DiscoveredPortal {
                         bound: p.listen,
                         advertised: p.advertise,
-                        portal_group_tag: t.tpgt,
+                        portal_group_tag: p.tpgt,
                     })
                     .collect(),
             })

@@ -1,10 +1,10 @@
 //! PERSISTENT RESERVE OUT (SPC-5 §6.17): REGISTER (with SPEC_I_PT and ALL_TG_PT), RESERVE,
 //! RELEASE, CLEAR, PREEMPT (AND ABORT), REGISTER AND IGNORE EXISTING KEY, REGISTER AND MOVE.
 
-use super::super::ItNexus;
 use super::super::exec::{Ctx, Exec, Fail};
 use super::super::sense::SenseReason;
 use super::super::ua::UnitAttentions;
+use super::super::{ItNexus, TargetPort};
 use super::shared;
 use super::transport_id::{self, TransportId};
 use super::{MAX_REGISTRATIONS, PrState, Registration, Reservation, all_registrants, valid_type};
@@ -59,6 +59,16 @@ pub(super) fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32
     let key = be64(&p[0..8]);
     let sa_key = be64(&p[8..16]);
     let nexus = ctx.nexus.clone();
+    // SPC-5 §6.17.4: with ALL_TG_PT the registration is made on every target port "as if
+    // the same registration request had been received individually through each".
+    let mut ports = if all_tg_pt {
+        ctx.units.target_ports_with(&nexus)
+    } else {
+        vec![TargetPort {
+            name: nexus.target_port.clone(),
+            relative_id: nexus.relative_target_port,
+        }]
+    };
     if matches!(sa, RESERVE | RELEASE | PREEMPT | PREEMPT_AND_ABORT) {
         // Only LU scope (SPC-5 §6.17.2).
         if scope != 0 {
@@ -70,6 +80,14 @@ pub(super) fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32
     }
     // With a shared store: the other gateways' updates wait until this one is published.
     let mut txn = shared::begin(ctx.lu)?;
+    // ... and the target's ports include every gateway's that the shared copy lists.
+    if all_tg_pt && let Some(txn) = &txn {
+        for port in txn.ports() {
+            if !ports.iter().any(|p| p.name == port.name) {
+                ports.push(port.clone());
+            }
+        }
+    }
     let mut guard = ctx.lock();
     if let Some(txn) = &txn {
         txn.install(&mut guard);
@@ -89,20 +107,19 @@ pub(super) fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32
             if aptpl_bit && ctx.lu.pr_store.is_none() {
                 return Err(SenseReason::InvalidFieldInParameterList.into());
             }
+            let own = Registration {
+                key: sa_key,
+                initiator_port: nexus.initiator_port.clone(),
+                target_port: nexus.target_port.clone(),
+                relative_target_port: nexus.relative_target_port,
+            };
             match pr.registration(&nexus).map(|r| r.key) {
                 None => {
                     if sa == REGISTER && key != 0 {
                         return Err(Fail::ReservationConflict);
                     }
                     if sa_key != 0 {
-                        let own = Registration {
-                            key: sa_key,
-                            initiator_port: nexus.initiator_port.clone(),
-                            target_port: nexus.target_port.clone(),
-                            relative_target_port: nexus.relative_target_port,
-                            all_tg_pt,
-                        };
-                        register_all(pr, own, &specified)?;
+                        register_all(pr, &own, &ports, &specified)?;
                     }
                 }
                 Some(current) => {
@@ -113,11 +130,7 @@ pub(super) fn pr_out(ctx: &mut Ctx<'_>, sa: u8, scope: u8, t: u8, param_len: u32
                     if spec_i_pt {
                         return Err(SenseReason::InvalidFieldInParameterList.into());
                     }
-                    if sa_key == 0 {
-                        pr.unregister(&nexus, ua);
-                    } else if let Some(r) = pr.registrations.iter_mut().find(|r| r.is(&nexus)) {
-                        r.key = sa_key;
-                    }
+                    rekey(pr, ua, &own, &ports)?;
                 }
             }
             pr.generation = pr.generation.wrapping_add(1);
@@ -224,28 +237,86 @@ fn specified_ports(p: &[u8]) -> Result<Vec<TransportId>, Fail> {
     Ok(ids)
 }
 
-/// Register the issuing nexus and every SPEC_I_PT initiator port, all or none: a port
-/// that is registered already, or named twice, refuses the whole list (SPC-5 §5.13.7).
-fn register_all(pr: &mut PrState, own: Registration, specified: &[TransportId]) -> Exec {
-    let mut new = vec![own];
+/// Register the unregistered issuing nexus and every SPEC_I_PT initiator port on each of
+/// `ports`, all or none: a named port that is registered already, or named twice, refuses
+/// the whole list (SPC-5 §5.13.7). Where ALL_TG_PT reaches a target port through which the
+/// issuing initiator port is registered already, that registration takes the new key, as a
+/// REGISTER AND IGNORE EXISTING KEY received there would.
+fn register_all(
+    pr: &mut PrState,
+    own: &Registration,
+    ports: &[TargetPort],
+    specified: &[TransportId],
+) -> Exec {
+    let mut new = Vec::new();
+    let mut existing = Vec::new();
+    for port in ports {
+        let r = own.on_port(port);
+        match pr.registrations.iter().position(|o| o.overlaps(&r)) {
+            Some(i) => existing.push(i),
+            None => new.push(r),
+        }
+    }
     for id in specified {
-        let r = Registration {
-            initiator_port: id.initiator_port().to_owned(),
-            ..new[0].clone()
-        };
         // The issuing port itself may be named again; that is the same registration.
-        if r.initiator_port == new[0].initiator_port {
+        if id.initiator_port() == own.initiator_port {
             continue;
         }
-        if new.iter().chain(&pr.registrations).any(|o| o.overlaps(&r)) {
-            return Err(SenseReason::InvalidFieldInParameterList.into());
+        for port in ports {
+            let r = Registration {
+                initiator_port: id.initiator_port().to_owned(),
+                ..own.on_port(port)
+            };
+            if new.iter().chain(&pr.registrations).any(|o| o.overlaps(&r)) {
+                return Err(SenseReason::InvalidFieldInParameterList.into());
+            }
+            new.push(r);
         }
-        new.push(r);
     }
     if pr.registrations.len() + new.len() > MAX_REGISTRATIONS {
         return Err(SenseReason::InsufficientRegistrationResources.into());
     }
+    for i in existing {
+        pr.registrations[i].key = own.key;
+    }
     pr.registrations.extend(new);
+    Ok(())
+}
+
+/// A registered issuing nexus re-registers: on each of `ports` (its own, or with ALL_TG_PT
+/// every one) the initiator port takes the new key, is registered with it, or with key
+/// zero is unregistered (SPC-5 §5.13.11.2.3: a holder's reservation goes with it).
+fn rekey(
+    pr: &mut PrState,
+    ua: &mut UnitAttentions,
+    own: &Registration,
+    ports: &[TargetPort],
+) -> Exec {
+    let nexuses: Vec<ItNexus> = ports
+        .iter()
+        .map(|p| ItNexus {
+            id: 0,
+            initiator_port: own.initiator_port.clone(),
+            target_port: p.name.clone(),
+            relative_target_port: p.relative_id,
+        })
+        .collect();
+    if own.key == 0 {
+        for n in &nexuses {
+            pr.unregister(n, ua);
+        }
+        return Ok(());
+    }
+    let missing = nexuses.iter().filter(|n| !pr.is_registered(n)).count();
+    if pr.registrations.len() + missing > MAX_REGISTRATIONS {
+        return Err(SenseReason::InsufficientRegistrationResources.into());
+    }
+    for (n, port) in nexuses.iter().zip(ports) {
+        match pr.registrations.iter_mut().find(|r| r.is(n)) {
+            Some(r) => r.key = own.key,
+            None => pr.registrations.push(own.on_port(port)),
+        }
+    }
     Ok(())
 }
 
@@ -389,7 +460,6 @@ fn register_and_move(
                 initiator_port: dest.initiator_port.clone(),
                 target_port: dest.target_port.clone(),
                 relative_target_port: dest.relative_target_port,
-                all_tg_pt: false,
             });
         }
     }

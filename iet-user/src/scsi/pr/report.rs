@@ -71,8 +71,10 @@ pub(super) fn pr_in(ctx: &mut Ctx<'_>, sa: u8, alloc_len: u32) -> Exec {
                 let tid = transport_id::encode(&r.initiator_port);
                 d.extend_from_slice(&r.key.to_be_bytes());
                 d.extend_from_slice(&[0; 4]);
-                // ALL_TG_PT, R_HOLDER (SPC-5 §6.16.5.2).
-                d.push(u8::from(r.all_tg_pt) << 1 | u8::from(holder));
+                // R_HOLDER (SPC-5 §6.16.5.2). ALL_TG_PT stays zero: each registration is
+                // one I_T nexus, with its RELATIVE TARGET PORT IDENTIFIER (an ALL_TG_PT
+                // REGISTER made one per target port).
+                d.push(u8::from(holder));
                 d.push(if holder {
                     pr.reservation.as_ref().map_or(0, |res| res.pr_type & 0x0f)
                 } else {

@@ -18,6 +18,10 @@
 //!   RESERVATIONS PREEMPTED / RELEASED, by initiator and target port) are appended to the
 //!   shared copy as numbered events; each gateway establishes, for its own nexuses, those it
 //!   has not seen yet when it installs a newer copy, so they are reported on the next command.
+//! - **Target ports**: the copy lists every gateway's target ports, each gateway adding its
+//!   own before its first command on the LU is checked, so a REGISTER with ALL_TG_PT through
+//!   one gateway registers on the others' ports too (SPC-5 §6.17.4). A gateway that has not
+//!   yet seen a command on the LU is not listed.
 //! - **APTPL** (SPC-5 §5.13.5): the copy always holds the whole state with its APTPL bit. A
 //!   gateway that opens the LU while no other gateway has it open (the LU "powers on") drops
 //!   a state saved without APTPL.
@@ -32,6 +36,7 @@ use super::super::exec::Fail;
 use super::super::lun::{Lu, LuState};
 use super::super::sense::SenseReason;
 use super::super::ua::UnitAttentions;
+use super::super::{LogicalUnits, TargetPort};
 use super::{MAX_REGISTRATIONS, PrState, PrStore};
 
 /// One copy of the shared state and the version it was read at (0: never written).
@@ -105,12 +110,17 @@ struct Shared {
     events: Vec<Event>,
     /// The number the next event gets.
     next_seq: u64,
+    /// Every gateway's target ports (absent in copies written before gateways listed them).
+    #[serde(default)]
+    ports: Vec<TargetPort>,
 }
 
 /// Events kept in the copy; a gateway that did not read for longer misses the oldest.
 const MAX_EVENTS: usize = 256;
 /// Longer than any iSCSI port name (a 223-byte name, `,i,0x` and 12 hex digits).
 const MAX_PORT_NAME: usize = 256;
+/// Target ports the copy may list: one portal group per gateway, many times over.
+const MAX_PORTS: usize = 256;
 
 impl Shared {
     /// Parses a copy read from the cluster: nothing in it is trusted.
@@ -121,7 +131,11 @@ impl Shared {
         };
         let s: Shared = serde_json::from_slice(data)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if s.state.registrations.len() > MAX_REGISTRATIONS || s.events.len() > MAX_EVENTS {
+        if s.state.registrations.len() > MAX_REGISTRATIONS
+            || s.events.len() > MAX_EVENTS
+            || s.ports.len() > MAX_PORTS
+            || s.ports.iter().any(|p| p.name.len() > MAX_PORT_NAME)
+        {
             return Err(invalid("too many registrations or events"));
         }
         let long = |p: &str| p.len() > MAX_PORT_NAME;
@@ -156,6 +170,8 @@ pub(crate) struct Synced {
     version: u64,
     /// Events numbered below this have been established here.
     next_seq: u64,
+    /// This gateway's target ports are in the copy.
+    ports_listed: bool,
 }
 
 /// Installs `shared` (read at `version`) unless the LU already has that copy or a newer
@@ -176,7 +192,36 @@ fn install(st: &mut LuState, version: u64, shared: &Shared) {
     st.pr_sync = Synced {
         version,
         next_seq: shared.next_seq,
+        ports_listed: st.pr_sync.ports_listed,
     };
+}
+
+/// Adds this gateway's target ports to the copy, once per LU, under the store's lock.
+fn list_ports(lu: &Lu, store: &dyn SharedPrStore, ours: Vec<TargetPort>) -> io::Result<()> {
+    let mut update = store.lock()?;
+    let snap = update.read()?;
+    let mut shared = Shared::decode(snap.data.as_deref())?;
+    let missing: Vec<TargetPort> = ours
+        .into_iter()
+        .filter(|p| !shared.ports.contains(p))
+        .collect();
+    let mut version = snap.version;
+    if !missing.is_empty() {
+        if shared.ports.len() + missing.len() > MAX_PORTS {
+            return Err(io::Error::other("too many target ports in the shared copy"));
+        }
+        shared.ports.extend(missing);
+        version = update.write(&shared.encode(), snap.version)?;
+    }
+    drop(update);
+    let mut st = lu.lock();
+    install(&mut st, version, &shared);
+    st.pr_sync.ports_listed = true;
+    drop(st);
+    if version != snap.version {
+        store.notify();
+    }
+    Ok(())
 }
 
 /// APTPL through the shared copy: it always holds the whole state and its APTPL bit, so
@@ -208,6 +253,7 @@ pub(crate) fn load(store: &dyn SharedPrStore) -> io::Result<(PrState, Synced)> {
         let synced = Synced {
             version: snap.version,
             next_seq: shared.next_seq,
+            ports_listed: false,
         };
         return Ok((shared.state, synced));
     }
@@ -218,11 +264,14 @@ pub(crate) fn load(store: &dyn SharedPrStore) -> io::Result<(PrState, Synced)> {
         let synced = Synced {
             version: snap.version,
             next_seq: shared.next_seq,
+            ports_listed: false,
         };
         return Ok((shared.state, synced));
     }
+    // The gateways' ports stay listed: they are the target's, not the state's.
     let cleared = Shared {
         next_seq: shared.next_seq,
+        ports: shared.ports,
         ..Shared::default()
     };
     let version = update.write(&cleared.encode(), snap.version)?;
@@ -232,17 +281,19 @@ pub(crate) fn load(store: &dyn SharedPrStore) -> io::Result<(PrState, Synced)> {
         Synced {
             version,
             next_seq: cleared.next_seq,
+            ports_listed: false,
         },
     ))
 }
 
 /// Before a command is checked: re-read the shared copy if it may have changed. An error
 /// means the state is unknown; commands that a reservation could refuse must not run then.
-pub(crate) fn refresh(lu: &Lu) -> Result<(), SenseReason> {
+pub(crate) fn refresh(units: &LogicalUnits, lu: &Lu) -> Result<(), SenseReason> {
     let Some(store) = &lu.pr_shared else {
         return Ok(());
     };
-    if !store.may_have_changed() {
+    let listed = lu.lock().pr_sync.ports_listed;
+    if listed && !store.may_have_changed() {
         return Ok(());
     }
     let snap = match store.read() {
@@ -258,6 +309,13 @@ pub(crate) fn refresh(lu: &Lu) -> Result<(), SenseReason> {
         tracing::warn!(error = %e, "shared persistent reservations unreadable");
         SenseReason::InternalTargetFailure
     })?;
+    if !listed {
+        // After a read that may block: inside a non-blocking attempt it refused above.
+        return list_ports(lu, store.as_ref(), units.target_ports()).map_err(|e| {
+            tracing::warn!(error = %e, "listing this gateway's target ports in the shared copy");
+            SenseReason::InternalTargetFailure
+        });
+    }
     install(&mut lu.lock(), snap.version, &shared);
     Ok(())
 }
@@ -294,6 +352,11 @@ pub(crate) fn begin(lu: &Lu) -> Result<Option<Txn<'_>>, Fail> {
 }
 
 impl Txn<'_> {
+    /// The target ports of every gateway that listed its own.
+    pub(crate) fn ports(&self) -> &[TargetPort] {
+        &self.shared.ports
+    }
+
     /// Brings the LU up to the locked copy and starts recording the unit attentions the
     /// service action establishes.
     pub(crate) fn install(&self, st: &mut LuState) {
@@ -333,6 +396,7 @@ impl Txn<'_> {
         *synced = Synced {
             version,
             next_seq: next.next_seq,
+            ports_listed: synced.ports_listed,
         };
         self.shared = next;
         self.version = version;

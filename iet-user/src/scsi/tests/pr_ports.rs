@@ -95,34 +95,103 @@ fn spec_i_pt_registers_named_ports_and_names() {
     assert_eq!(rig.check(&b2, &cdb, &p), (5, 0x1a, 0));
 }
 
+/// READ FULL STATUS descriptors: (key, byte 12 flags, relative target port identifier).
+fn full_status(rig: &Rig, n: &ItNexus) -> Vec<(u64, u8, u16)> {
+    let d = rig.ok(n, &[0x5e, 3, 0, 0, 0, 0, 0, 0x10, 0, 0], &[]);
+    let mut out = Vec::new();
+    let mut at = 8;
+    while at + 24 <= d.len() {
+        let key = u64::from_be_bytes(d[at..at + 8].try_into().expect("8 bytes"));
+        let rtp = u16::from_be_bytes([d[at + 18], d[at + 19]]);
+        let len = u32::from_be_bytes(d[at + 20..at + 24].try_into().expect("4 bytes")) as usize;
+        out.push((key, d[at + 12], rtp));
+        at += 24 + len;
+    }
+    out
+}
+
 #[test]
 fn all_tg_pt_registers_every_target_port() {
     let rig = Rig::new();
+    rig.units.set_target_ports(
+        [1, 2]
+            .map(|t| TargetPort {
+                name: format!("iqn.2026-01.test:tgt,t,0x{t:04x}"),
+                relative_id: t,
+            })
+            .to_vec(),
+    );
     let on1 = port("iqn.2026-01.test:a", 1, 1, 21);
     let on2 = port("iqn.2026-01.test:a", 1, 2, 22);
     let other = port("iqn.2026-01.test:b", 2, 2, 23);
-    for n in [&on1, &on2, &other] {
+    let b_on1 = port("iqn.2026-01.test:b", 2, 1, 24);
+    for n in [&on1, &on2, &other, &b_on1] {
         touch(&rig, n);
     }
     let (cdb, p) = register_ports(0x77, true, &[]);
     rig.ok(&on1, &cdb, &p);
-    // The same initiator port through target port 2 shares the registration.
+    // One registration per I_T nexus: through target port 1 and target port 2.
+    assert_eq!(read_keys(&rig, &on1), vec![0x77, 0x77]);
+    assert_eq!(full_status(&rig, &on2), vec![(0x77, 0, 1), (0x77, 0, 2)]);
+    // The same initiator port through target port 2 reserves with that key.
     let (res, rp) = pr_out(0x01, 0x03, 0x77, 0, false);
     rig.ok(&on2, &res, &rp);
-    assert_eq!(
-        rig.status(&other, &read10(0, 1), &[]),
-        ScsiStatus::ReservationConflict
-    );
-    // Both ports hold it (one registration, ALL_TG_PT set in READ FULL STATUS).
-    assert_eq!(rig.status(&on1, &read10(0, 1), &[]), ScsiStatus::Good);
-    let d = rig.ok(&on1, &[0x5e, 3, 0, 0, 0, 0, 0, 0x10, 0, 0], &[]);
-    assert_eq!(read_keys(&rig, &on1), vec![0x77]);
-    assert_eq!(d[8 + 12], 0x02 | 0x01);
-    // Unregistering through either port removes it and the reservation.
+    assert_eq!(full_status(&rig, &on1), vec![(0x77, 0, 1), (0x77, 0x01, 2)]);
+    // Exclusive Access: only the holding I_T nexus has access (SPC-5 table 77).
+    assert_eq!(rig.status(&on2, &read10(0, 1), &[]), ScsiStatus::Good);
+    for n in [&on1, &other] {
+        assert_eq!(
+            rig.status(n, &read10(0, 1), &[]),
+            ScsiStatus::ReservationConflict
+        );
+    }
+    // Without ALL_TG_PT, b registers through port 1 only: port 2 is not registered.
+    let (cdb, p) = register_ports(0xbb, false, &[]);
+    rig.ok(&b_on1, &cdb, &p);
+    let (rel, relp) = pr_out(0x00, 0, 0xbb, 0xbc, false);
+    let (o, _) = rig.cmd(&other, &rel, &relp);
+    assert_eq!(o.status, ScsiStatus::ReservationConflict);
+    // Unregistering through port 2 removes that I_T nexus's registration, and with it
+    // the reservation it held; port 1's registration stays.
     let (unreg, up) = pr_out(0x00, 0, 0x77, 0, false);
     rig.ok(&on2, &unreg, &up);
-    assert!(read_keys(&rig, &on1).is_empty());
+    assert_eq!(full_status(&rig, &on1), vec![(0x77, 0, 1), (0xbb, 0, 1)]);
     assert_eq!(rig.status(&other, &read10(0, 1), &[]), ScsiStatus::Good);
+    // ALL_TG_PT with key zero from a registered nexus unregisters every port.
+    let (cdb, mut p) = register_ports(0, true, &[]);
+    p[..8].copy_from_slice(&0x77u64.to_be_bytes());
+    rig.ok(&on1, &cdb, &p);
+    assert_eq!(read_keys(&rig, &on1), vec![0xbb]);
+}
+
+#[test]
+fn spec_i_pt_with_all_tg_pt_registers_the_named_ports_on_every_target_port() {
+    let rig = Rig::new();
+    rig.units.set_target_ports(
+        [1, 2]
+            .map(|t| TargetPort {
+                name: format!("iqn.2026-01.test:tgt,t,0x{t:04x}"),
+                relative_id: t,
+            })
+            .to_vec(),
+    );
+    let a = port("iqn.2026-01.test:a", 1, 1, 31);
+    let b_on2 = port("iqn.2026-01.test:b", 2, 2, 32);
+    for n in [&a, &b_on2] {
+        touch(&rig, n);
+    }
+    let (cdb, p) = register_ports(0x55, true, &[&b_on2.initiator_port]);
+    rig.ok(&a, &cdb, &p);
+    // a and b, each through target ports 1 and 2.
+    let mut seen: Vec<(u64, u16)> = full_status(&rig, &a)
+        .into_iter()
+        .map(|(k, _, rtp)| (k, rtp))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [(0x55, 1), (0x55, 1), (0x55, 2), (0x55, 2)]);
+    // b, named by a, reserves through port 2 with that key.
+    let (res, rp) = pr_out(0x01, 0x01, 0x55, 0, false);
+    rig.ok(&b_on2, &res, &rp);
 }
 
 #[test]

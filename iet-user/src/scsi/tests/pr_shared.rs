@@ -107,8 +107,14 @@ impl BlockBackend for Gateway {
     }
 }
 
-fn gateway(mem: &Arc<MemoryBackend>, copy: &Arc<Copy>) -> LogicalUnits {
+/// A gateway serving LUN 0 of the shared image through its one target port, portal group
+/// `tpgt` (as the daemon gives a target its ports).
+fn gateway(mem: &Arc<MemoryBackend>, copy: &Arc<Copy>, tpgt: u16) -> LogicalUnits {
     let units = LogicalUnits::new();
+    units.set_target_ports(vec![TargetPort {
+        name: format!("iqn.2026-01.test:tgt,t,0x{tpgt:04x}"),
+        relative_id: tpgt,
+    }]);
     let backend = Gateway {
         mem: Arc::clone(mem),
         pr: Arc::new(View {
@@ -146,7 +152,7 @@ fn port(initiator: &str, tpgt: u16, id: u64) -> ItNexus {
 fn reservations_through_one_gateway_hold_on_the_other() {
     let mem = Arc::new(MemoryBackend::new(1 << 20));
     let copy = Arc::new(Copy::default());
-    let (gw_a, gw_b) = (gateway(&mem, &copy), gateway(&mem, &copy));
+    let (gw_a, gw_b) = (gateway(&mem, &copy, 1), gateway(&mem, &copy, 2));
     // X through A (port 1), X and Y through B (port 2).
     let (xa, xb, yb) = (port("x", 1, 1), port("x", 2, 2), port("y", 2, 3));
     for (g, n) in [(&gw_a, &xa), (&gw_b, &xb), (&gw_b, &yb)] {
@@ -196,7 +202,7 @@ fn reservations_through_one_gateway_hold_on_the_other() {
     );
     assert_eq!(on(&gw_b, &yb, &write, &data).status, ScsiStatus::Good);
     // A third gateway opening the LU meanwhile sees the same state.
-    let gw_c = gateway(&mem, &copy);
+    let gw_c = gateway(&mem, &copy, 3);
     let yc = port("y", 3, 4);
     while on(&gw_c, &yc, &TUR, &[]).status != ScsiStatus::Good {}
     assert_eq!(
@@ -211,13 +217,13 @@ fn without_aptpl_a_lone_gateway_starts_clean() {
     let copy = Arc::new(Copy::default());
     let x = port("x", 1, 1);
     {
-        let a = gateway(&mem, &copy);
+        let a = gateway(&mem, &copy, 1);
         while on(&a, &x, &TUR, &[]).status != ScsiStatus::Good {}
         let (cdb, p) = pr_out(0, 0, 0, 0xa, false);
         assert_eq!(on(&a, &x, &cdb, &p).status, ScsiStatus::Good);
     }
     // Every gateway stopped: the next one to open the LU finds no registration.
-    let a = gateway(&mem, &copy);
+    let a = gateway(&mem, &copy, 1);
     while on(&a, &x, &TUR, &[]).status != ScsiStatus::Good {}
     let (cdb, p) = pr_out(1, 1, 0xa, 0, false);
     assert_eq!(on(&a, &x, &cdb, &p).status, ScsiStatus::ReservationConflict);
@@ -227,7 +233,7 @@ fn without_aptpl_a_lone_gateway_starts_clean() {
 fn all_tg_pt_registrations_cover_the_other_gateways_port() {
     let mem = Arc::new(MemoryBackend::new(1 << 20));
     let copy = Arc::new(Copy::default());
-    let (gw_a, gw_b) = (gateway(&mem, &copy), gateway(&mem, &copy));
+    let (gw_a, gw_b) = (gateway(&mem, &copy, 1), gateway(&mem, &copy, 2));
     let (xa, za, zb) = (port("x", 1, 1), port("z", 1, 2), port("z", 2, 3));
     for (g, n) in [(&gw_a, &xa), (&gw_a, &za), (&gw_b, &zb)] {
         while on(g, n, &TUR, &[]).status != ScsiStatus::Good {}
