@@ -147,6 +147,7 @@ pub fn parse_ietd_conf(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// `Lun N Path=...,Type=fileio|blockio|nullio,ScsiId=...,ScsiSN=...,IOMode=wb|wt|ro,BlockSize=...`
+/// plus iet's own `Engine=auto|file|uring` and `Direct=Yes|No`.
 fn parse_lun(path: &Path, n: usize, rest: &[&str]) -> Result<LunSpec, ConfigError> {
     let [num, params @ ..] = rest else {
         return Err(err(path, n, "Lun takes a number and Path=..."));
@@ -193,6 +194,15 @@ fn parse_lun(path: &Path, n: usize, rest: &[&str]) -> Result<LunSpec, ConfigErro
                 }
             }
             "Blocks" => blocks = Some(number_of(path, n, "Blocks", v)?),
+            "Engine" => {
+                spec.engine = v
+                    .parse()
+                    .map_err(|e| err(path, n, format!("Lun {number}: Engine: {e}")))?;
+            }
+            "Direct" => {
+                spec.direct = <bool as super::params::Setting>::from_ietd(v)
+                    .map_err(|e| err(path, n, format!("Lun {number}: Direct: {e}")))?;
+            }
             _ => return Err(err(path, n, format!("Lun {number}: unknown parameter {k}"))),
         }
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use ietd_conf::{apply_initiators_file, looks_like_ietd_conf, parse_ietd_conf};
 pub use params::ParamsConfig;
 
+use crate::backend::Engine;
 use crate::dataplane::EbpfMode;
 use crate::target::ChapAccount;
 
@@ -294,6 +295,14 @@ pub struct LunSpec {
     /// Creates a regular file of this size when `path` does not exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_size: Option<u64>,
+    /// I/O engine of a file or block device: `auto` (the measured best of
+    /// what the kernel offers), `file` (pread/pwrite) or `uring` (io_uring).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub engine: Engine,
+    /// O_DIRECT: bypass the page cache (io_uring engine; the store must
+    /// accept O_DIRECT in `block_size` units).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 impl LunSpec {
@@ -308,7 +317,46 @@ impl LunSpec {
             serial: None,
             scsi_id: None,
             create_size: None,
+            engine: Engine::Auto,
+            direct: false,
         }
+    }
+}
+
+impl LunSpec {
+    /// ietd's `--lun SPEC`: a store, and for files and block devices
+    /// optionally `?engine=uring&direct=true&block_size=4096` (RBD specs
+    /// keep their own `?` options).
+    pub fn from_flag(number: u64, flag: &str) -> Result<LunSpec, String> {
+        let local = !flag.starts_with("rbd:") && !flag.starts_with("mem:");
+        let Some((path, query)) = flag.split_once('?').filter(|_| local) else {
+            return Ok(LunSpec::new(number, flag));
+        };
+        let mut spec = LunSpec::new(number, path);
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--lun {flag}: {kv:?} is not key=value"))?;
+            match k {
+                "engine" => spec.engine = v.parse().map_err(|e| format!("--lun {flag}: {e}"))?,
+                "direct" => {
+                    spec.direct = v
+                        .parse()
+                        .map_err(|_| format!("--lun {flag}: direct={v} (true or false)"))?;
+                }
+                "block_size" => {
+                    spec.block_size = v
+                        .parse()
+                        .map_err(|_| format!("--lun {flag}: block_size={v} is not a number"))?;
+                }
+                _ => {
+                    return Err(format!(
+                        "--lun {flag}: unknown option {k} (engine, direct, block_size)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
     }
 }
 
