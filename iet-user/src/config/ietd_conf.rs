@@ -296,7 +296,7 @@ Target iqn.2026-11.io.iet:a
 \tHeaderDigest None,CRC32C
 \tWthreads 8
 Target iqn.2026-11.io.iet:b
-\tLun 0 Path=/dev/sdz,Type=blockio,BlockSize=4096
+\tLun 0 Path=/dev/sdz,Type=blockio,BlockSize=4096,Engine=uring,Direct=Yes
 ";
 
     #[test]
@@ -316,6 +316,9 @@ Target iqn.2026-11.io.iet:b
         assert_eq!(a.luns[1].path, format!("mem:{}", 2048 * 512));
         assert_eq!(a.params.max_connections, Some(2));
         assert_eq!(cfg.targets[1].luns[0].block_size, 4096);
+        assert_eq!(cfg.targets[1].luns[0].engine, crate::backend::Engine::Uring);
+        assert!(cfg.targets[1].luns[0].direct);
+        assert_eq!(a.luns[0].engine, crate::backend::Engine::Auto);
         assert!(looks_like_ietd_conf(SAMPLE));
         assert!(!looks_like_ietd_conf("[[target]]\nname = \"x\"\n"));
     }

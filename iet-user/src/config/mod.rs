@@ -494,4 +494,42 @@ mod tests {
         let e = Config::from_toml(std::path::Path::new("x.toml"), "bogus = 1\n").unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
     }
+
+    #[test]
+    fn lun_engine_settings_parse_and_round_trip() {
+        let l = LunSpec::from_flag(3, "/srv/a.img?engine=uring&direct=true&block_size=4096")
+            .expect("flag");
+        assert_eq!(
+            (l.path.as_str(), l.engine, l.direct, l.block_size),
+            ("/srv/a.img", Engine::Uring, true, 4096)
+        );
+        assert_eq!(
+            LunSpec::from_flag(0, "/srv/b.img").unwrap(),
+            LunSpec::new(0, "/srv/b.img")
+        );
+        let rbd = "rbd:pool/img?conf=/etc/ceph/ceph.conf";
+        assert_eq!(LunSpec::from_flag(0, rbd).unwrap().path, rbd);
+        assert!(
+            LunSpec::from_flag(0, "/a?engine=aio")
+                .unwrap_err()
+                .contains("unknown engine")
+        );
+        assert!(
+            LunSpec::from_flag(0, "/a?speed=9")
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        let mut cfg = Config::default();
+        let mut t = TargetConfig::new("iqn.2026-12.io.iet:e");
+        t.luns = vec![l, LunSpec::new(4, "/srv/c.img")];
+        cfg.targets.push(t);
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert_eq!(
+            text.matches("engine").count(),
+            1,
+            "defaults are not written:\n{text}"
+        );
+        let back = Config::from_toml(std::path::Path::new("x.toml"), &text).unwrap();
+        assert_eq!(back, cfg);
+    }
 }
