@@ -55,8 +55,8 @@ impl FromStr for Engine {
 }
 
 /// What `auto` picks for buffered LUNs when io_uring works. Measured on
-/// 2026-12-02 (docs/bench/uring.md): see there before changing it.
-const AUTO_BUFFERED: Engine = Engine::Uring;
+/// 2026-12-02 (docs/engines.md): see there before changing it.
+const AUTO_BUFFERED: Engine = Engine::File;
 
 /// How to open a local store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,17 @@ mod tests {
                 .unwrap_err()
                 .contains("auto, file or uring")
         );
+    }
+
+    /// `auto` as measured (docs/engines.md): `file` for buffered LUNs,
+    /// io_uring (available on CI's kernel) for O_DIRECT ones.
+    #[test]
+    fn auto_follows_the_measurement() {
+        assert_eq!(resolve(Engine::Auto, false).unwrap(), AUTO_BUFFERED);
+        assert_eq!(AUTO_BUFFERED, Engine::File);
+        uring_available().expect("io_uring on this kernel");
+        assert_eq!(resolve(Engine::Auto, true).unwrap(), Engine::Uring);
+        assert_eq!(resolve(Engine::Uring, false).unwrap(), Engine::Uring);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! threads that each do a little I/O, and leave async completions without
 //! one place to be reaped. A ring per LU bounds all of that by the number
 //! of LUs, keeps one LU's registered file and O_DIRECT buffers together,
-//! and lets its reaper thread deliver every completion (see `ring.rs`).
+//! and lets its reaper thread deliver every completion (see `ring/`).
 //! The price: the kernel serializes submission per ring, so buffered
 //! page-cache copies of one LU do not run in parallel inside the ring.
 //!
