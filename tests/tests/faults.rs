@@ -26,12 +26,21 @@ const HARDWARE_ERROR: u8 = 0x04;
 const DATA_PROTECT: u8 = 0x07;
 
 fn start(dir: &TempDir, luns: &[&Path]) -> Ietd {
+    start_engine(dir, luns, "file")
+}
+
+/// As [`start`], every LUN with the I/O engine `engine` (`file`, `uring`).
+fn start_engine(dir: &TempDir, luns: &[&Path], engine: &str) -> Ietd {
     let portal = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let portal_s = portal.to_string();
     let mut args = vec!["--portal", &portal_s, "--target", IQN, "--ebpf", "off"];
-    for l in luns {
+    let specs: Vec<String> = luns
+        .iter()
+        .map(|l| format!("{}?engine={engine}", l.to_str().expect("utf-8 path")))
+        .collect();
+    for l in &specs {
         args.push("--lun");
-        args.push(l.to_str().expect("utf-8 path"));
+        args.push(l);
     }
     Ietd::start(dir, portal, &args)
 }
@@ -114,6 +123,16 @@ fn write10_fua(c: &mut Conn, lun: u64, lba: u32, data: &[u8]) -> ScsiResult {
 /// stays readable and the other LUN is untouched.
 #[test]
 fn enospc_is_space_allocation_failed_and_reads_go_on() {
+    enospc_is_space_allocation_failed_and_reads_go_on_with("file");
+}
+
+/// The same under the io_uring engine: its errors map to the same sense.
+#[test]
+fn enospc_is_space_allocation_failed_and_reads_go_on_under_io_uring() {
+    enospc_is_space_allocation_failed_and_reads_go_on_with("uring");
+}
+
+fn enospc_is_space_allocation_failed_and_reads_go_on_with(engine: &str) {
     if !require_root("enospc_is_space_allocation_failed_and_reads_go_on") {
         return;
     }
@@ -123,7 +142,7 @@ fn enospc_is_space_allocation_failed_and_reads_go_on() {
     sparse_file(&thin, 64 << 20);
     let other = dir.path("other.img");
     sparse_file(&other, 8 << 20);
-    let ietd = start(&dir, &[&thin, &other]);
+    let ietd = start_engine(&dir, &[&thin, &other], engine);
     let mut c = session(&ietd, &[0, 1]);
 
     let chunk = 64 * 1024;
@@ -170,6 +189,16 @@ fn enospc_is_space_allocation_failed_and_reads_go_on() {
 /// only: the rest of the LU and the other LUN are served.
 #[test]
 fn eio_is_a_medium_error_for_that_command_only() {
+    eio_is_a_medium_error_for_that_command_only_with("file");
+}
+
+/// The same under the io_uring engine: its errors map to the same sense.
+#[test]
+fn eio_is_a_medium_error_for_that_command_only_under_io_uring() {
+    eio_is_a_medium_error_for_that_command_only_with("uring");
+}
+
+fn eio_is_a_medium_error_for_that_command_only_with(engine: &str) {
     if !require_root("eio_is_a_medium_error_for_that_command_only") {
         return;
     }
@@ -177,7 +206,7 @@ fn eio_is_a_medium_error_for_that_command_only() {
     let fuse = FuseMount::new(&dir.0, 4 << 20, true);
     let other = dir.path("other.img");
     sparse_file(&other, 8 << 20);
-    let ietd = start(&dir, &[&fuse.disk(), &other]);
+    let ietd = start_engine(&dir, &[&fuse.disk(), &other], engine);
     let mut c = session(&ietd, &[0, 1]);
 
     let data = pattern(3, 8192);
@@ -231,6 +260,16 @@ fn eio_is_a_medium_error_for_that_command_only() {
 /// GOOD again once it works.
 #[test]
 fn a_failed_fdatasync_fails_synchronize_cache_and_fua_writes() {
+    a_failed_fdatasync_fails_synchronize_cache_and_fua_writes_with("file");
+}
+
+/// The same under the io_uring engine: its errors map to the same sense.
+#[test]
+fn a_failed_fdatasync_fails_synchronize_cache_and_fua_writes_under_io_uring() {
+    a_failed_fdatasync_fails_synchronize_cache_and_fua_writes_with("uring");
+}
+
+fn a_failed_fdatasync_fails_synchronize_cache_and_fua_writes_with(engine: &str) {
     if !require_root("a_failed_fdatasync_fails_synchronize_cache_and_fua_writes") {
         return;
     }
@@ -238,7 +277,7 @@ fn a_failed_fdatasync_fails_synchronize_cache_and_fua_writes() {
     let fuse = FuseMount::new(&dir.0, 4 << 20, false);
     let other = dir.path("other.img");
     sparse_file(&other, 8 << 20);
-    let ietd = start(&dir, &[&fuse.disk(), &other]);
+    let ietd = start_engine(&dir, &[&fuse.disk(), &other], engine);
     let mut c = session(&ietd, &[0, 1]);
 
     let data = pattern(5, 4096);

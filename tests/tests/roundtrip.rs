@@ -230,6 +230,8 @@ fn save_and_restart_give_the_running_state() {
             "--read-only",
             "--block-size",
             "4096",
+            "--engine",
+            "uring",
         ],
         vec!["lun", "new", "--target", B, "--path", "mem:1M"],
         vec!["lun", "delete", "--target", B, "--lun", "2"],

@@ -118,6 +118,18 @@ impl FileBackend {
             .sync_data()
             .map_err(|e| BackendError::io("fdatasync", e))
     }
+
+    pub(super) fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(super) fn is_block_device(&self) -> bool {
+        self.is_block_device
+    }
 }
 
 fn block_device_size(file: &File) -> Result<u64, BackendError> {
@@ -133,6 +145,10 @@ fn block_device_size(file: &File) -> Result<u64, BackendError> {
 impl BlockBackend for FileBackend {
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn engine(&self) -> &'static str {
+        "file"
     }
 
     fn size(&self) -> u64 {
@@ -358,7 +374,7 @@ impl BlockBackend for FileBackend {
 }
 
 /// Inside a non-blocking attempt only page-cache reads may run.
-fn refuse_in_attempt() -> Result<(), BackendError> {
+pub(super) fn refuse_in_attempt() -> Result<(), BackendError> {
     if super::nowait::active() {
         super::nowait::would_block();
         return Err(BackendError::io(

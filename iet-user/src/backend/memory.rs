@@ -65,6 +65,10 @@ impl BlockBackend for MemoryBackend {
         format!("mem:{}", self.size())
     }
 
+    fn engine(&self) -> &'static str {
+        "memory"
+    }
+
     fn size(&self) -> u64 {
         self.read_inner().size
     }

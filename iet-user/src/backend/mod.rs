@@ -1,11 +1,13 @@
 //! Backing stores: block operations on files, block devices and RAM.
 //! Backends see byte ranges and flushes, never CDBs; `scsi` maps `BackendErrorKind` to sense.
 
+mod engine;
 mod file;
 mod memory;
 mod pr_file;
 #[cfg(feature = "rbd")]
 pub mod rbd;
+mod uring;
 
 use std::fmt;
 use std::io;
@@ -13,9 +15,11 @@ use std::sync::Arc;
 
 pub mod nowait;
 
+pub use engine::{Engine, OpenOptions, open_local, resolve, uring_available};
 pub use file::FileBackend;
 pub use memory::MemoryBackend;
 pub use pr_file::FilePrStore;
+pub use uring::UringBackend;
 
 /// What went wrong, classified by how the SCSI layer reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,13 +53,16 @@ pub enum BackendError {
     OutOfRange { offset: u64, len: u64, size: u64 },
     #[error("{0} not supported by this backing store")]
     NotSupported(&'static str),
+    /// A LUN setting the store cannot honour (an engine, O_DIRECT).
+    #[error("{0}")]
+    InvalidOption(String),
 }
 
 impl BackendError {
     pub fn kind(&self) -> BackendErrorKind {
         match self {
             Self::Io { kind, .. } => *kind,
-            Self::InvalidSpec(_) => BackendErrorKind::InvalidSpec,
+            Self::InvalidSpec(_) | Self::InvalidOption(_) => BackendErrorKind::InvalidSpec,
             Self::OutOfRange { .. } => BackendErrorKind::OutOfRange,
             Self::NotSupported(_) => BackendErrorKind::NotSupported,
         }
@@ -97,6 +104,11 @@ pub enum CompareOutcome {
 pub trait BlockBackend: Send + Sync + fmt::Debug {
     /// Human-readable spec (`mem:256M`, a path) for management views.
     fn describe(&self) -> String;
+    /// The I/O engine serving it (`file`, `uring`, `uring+direct`); `native`
+    /// for stores with their own (RAM, librbd).
+    fn engine(&self) -> &'static str {
+        "native"
+    }
     /// Current size in bytes.
     fn size(&self) -> u64;
     /// Fill `buf` from `offset`; holes read as zeros.
@@ -237,10 +249,34 @@ pub fn open_backend_for(
     spec: &str,
     read_only: bool,
 ) -> Result<Arc<dyn BlockBackend>, BackendError> {
-    if !read_only || spec.starts_with("mem:") || spec.starts_with("rbd:") || spec.is_empty() {
+    open_backend_with(
+        spec,
+        &OpenOptions {
+            read_only,
+            engine: Engine::File,
+            ..OpenOptions::default()
+        },
+    )
+}
+
+/// Opens a store as a LUN's settings say: files and block devices with
+/// their engine (and O_DIRECT); RAM and RBD stores have their own I/O, so
+/// asking them for io_uring or O_DIRECT is an error (`auto` is not).
+pub fn open_backend_with(
+    spec: &str,
+    opts: &OpenOptions,
+) -> Result<Arc<dyn BlockBackend>, BackendError> {
+    let own_io = spec.starts_with("mem:") || spec.starts_with("rbd:");
+    if own_io && (opts.engine != Engine::Auto || opts.direct) {
+        return Err(BackendError::InvalidOption(format!(
+            "{spec}: engine and direct apply to files and block devices only \
+             (leave engine = \"auto\" and direct = false)"
+        )));
+    }
+    if own_io || spec.is_empty() {
         return open_backend(spec);
     }
-    Ok(Arc::new(FileBackend::open_read_only(spec.as_ref())?))
+    open_local(spec.as_ref(), opts)
 }
 
 #[cfg(feature = "rbd")]
@@ -265,7 +301,14 @@ pub fn open_or_create_backend(
     if spec.starts_with("mem:") || spec.starts_with("rbd:") {
         return open_backend(spec);
     }
-    Ok(Arc::new(FileBackend::open(spec.as_ref(), Some(size))?))
+    open_local(
+        spec.as_ref(),
+        &OpenOptions {
+            create_size: Some(size),
+            engine: Engine::File,
+            ..OpenOptions::default()
+        },
+    )
 }
 
 #[cfg(test)]

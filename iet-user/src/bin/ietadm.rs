@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use iet::backend::Engine;
 use iet::control::client::Client;
 use iet::control::procfs;
 use iet::control::protocol::{
@@ -145,6 +146,12 @@ enum LunCmd {
         block_size: Option<u32>,
         #[arg(long)]
         read_only: bool,
+        /// I/O engine for a file or block device: auto, file or uring.
+        #[arg(long, default_value_t = Engine::Auto)]
+        engine: Engine,
+        /// O_DIRECT (io_uring engine): bypass the page cache.
+        #[arg(long)]
+        direct: bool,
     },
     Delete {
         #[arg(long)]
@@ -340,6 +347,8 @@ fn request(cmd: &Command) -> Request {
             size,
             block_size,
             read_only,
+            engine,
+            direct,
         }) => Request::LunNew {
             target: target.clone(),
             lun: *lun,
@@ -347,6 +356,8 @@ fn request(cmd: &Command) -> Request {
             block_size: *block_size,
             read_only: *read_only,
             size: *size,
+            engine: *engine,
+            direct: *direct,
         },
         Command::Lun(LunCmd::Delete { target, lun, force }) => Request::LunDelete {
             target: target.clone(),
@@ -478,8 +489,8 @@ fn print_text(cmd: &Command, data: &serde_json::Value, client: &mut Client) -> a
             } else {
                 for v in &volumes {
                     println!(
-                        "{} lun:{} size:{} blocksize:{} ro:{} path:{}",
-                        v.target, v.lun, v.size_bytes, v.block_size, v.read_only, v.path
+                        "{} lun:{} size:{} blocksize:{} ro:{} engine:{} path:{}",
+                        v.target, v.lun, v.size_bytes, v.block_size, v.read_only, v.engine, v.path
                     );
                 }
             }

@@ -47,7 +47,8 @@ struct Args {
         env = "IET_TARGET"
     )]
     target: Option<String>,
-    /// Backing store for the next LUN: a file or block device path, or mem:SIZE.
+    /// Backing store for the next LUN: a file or block device path, or mem:SIZE;
+    /// a path may end in `?engine=auto|file|uring&direct=true&block_size=4096`.
     #[arg(
         long = "lun",
         value_name = "SPEC",
@@ -123,8 +124,9 @@ impl Args {
                 .luns
                 .iter()
                 .enumerate()
-                .map(|(n, spec)| LunSpec::new(n as u64, spec))
-                .collect();
+                .map(|(n, spec)| LunSpec::from_flag(n as u64, spec))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?;
             config.targets = vec![target];
         }
         if !self.portals.is_empty() {

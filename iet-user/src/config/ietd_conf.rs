@@ -141,6 +141,7 @@ pub fn parse_ietd_conf(path: &Path, text: &str) -> Result<Config, ConfigError> {
 }
 
 /// `Lun N Path=...,Type=fileio|blockio|nullio,ScsiId=...,ScsiSN=...,IOMode=wb|wt|ro,BlockSize=...`
+/// plus iet's own `Engine=auto|file|uring` and `Direct=Yes|No`.
 fn parse_lun(path: &Path, n: usize, rest: &[&str]) -> Result<LunSpec, ConfigError> {
     let [num, params @ ..] = rest else {
         return Err(err(path, n, "Lun takes a number and Path=..."));
@@ -187,6 +188,15 @@ fn parse_lun(path: &Path, n: usize, rest: &[&str]) -> Result<LunSpec, ConfigErro
                 }
             }
             "Blocks" => blocks = Some(number_of(path, n, "Blocks", v)?),
+            "Engine" => {
+                spec.engine = v
+                    .parse()
+                    .map_err(|e| err(path, n, format!("Lun {number}: Engine: {e}")))?;
+            }
+            "Direct" => {
+                spec.direct = <bool as super::params::Setting>::from_ietd(v)
+                    .map_err(|e| err(path, n, format!("Lun {number}: Direct: {e}")))?;
+            }
             _ => return Err(err(path, n, format!("Lun {number}: unknown parameter {k}"))),
         }
     }
@@ -280,7 +290,7 @@ Target iqn.2026-11.io.iet:a
 \tHeaderDigest None,CRC32C
 \tWthreads 8
 Target iqn.2026-11.io.iet:b
-\tLun 0 Path=/dev/sdz,Type=blockio,BlockSize=4096
+\tLun 0 Path=/dev/sdz,Type=blockio,BlockSize=4096,Engine=uring,Direct=Yes
 ";
 
     #[test]
@@ -300,6 +310,9 @@ Target iqn.2026-11.io.iet:b
         assert_eq!(a.luns[1].path, format!("mem:{}", 2048 * 512));
         assert_eq!(a.params.max_connections, Some(2));
         assert_eq!(cfg.targets[1].luns[0].block_size, 4096);
+        assert_eq!(cfg.targets[1].luns[0].engine, crate::backend::Engine::Uring);
+        assert!(cfg.targets[1].luns[0].direct);
+        assert_eq!(a.luns[0].engine, crate::backend::Engine::Auto);
         assert!(looks_like_ietd_conf(SAMPLE));
         assert!(!looks_like_ietd_conf("[[target]]\nname = \"x\"\n"));
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use ietd_conf::{apply_initiators_file, looks_like_ietd_conf, parse_ietd_conf};
 pub use params::ParamsConfig;
 
+use crate::backend::Engine;
 use crate::dataplane::EbpfMode;
 use crate::target::ChapAccount;
 
@@ -317,6 +318,14 @@ pub struct LunSpec {
     /// Creates a regular file of this size when `path` does not exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_size: Option<u64>,
+    /// I/O engine of a file or block device: `auto` (the measured best of
+    /// what the kernel offers), `file` (pread/pwrite) or `uring` (io_uring).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub engine: Engine,
+    /// O_DIRECT: bypass the page cache (io_uring engine; the store must
+    /// accept O_DIRECT in `block_size` units).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub direct: bool,
 }
 
 impl LunSpec {
@@ -331,7 +340,46 @@ impl LunSpec {
             serial: None,
             scsi_id: None,
             create_size: None,
+            engine: Engine::Auto,
+            direct: false,
         }
+    }
+}
+
+impl LunSpec {
+    /// ietd's `--lun SPEC`: a store, and for files and block devices
+    /// optionally `?engine=uring&direct=true&block_size=4096` (RBD specs
+    /// keep their own `?` options).
+    pub fn from_flag(number: u64, flag: &str) -> Result<LunSpec, String> {
+        let local = !flag.starts_with("rbd:") && !flag.starts_with("mem:");
+        let Some((path, query)) = flag.split_once('?').filter(|_| local) else {
+            return Ok(LunSpec::new(number, flag));
+        };
+        let mut spec = LunSpec::new(number, path);
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--lun {flag}: {kv:?} is not key=value"))?;
+            match k {
+                "engine" => spec.engine = v.parse().map_err(|e| format!("--lun {flag}: {e}"))?,
+                "direct" => {
+                    spec.direct = v
+                        .parse()
+                        .map_err(|_| format!("--lun {flag}: direct={v} (true or false)"))?;
+                }
+                "block_size" => {
+                    spec.block_size = v
+                        .parse()
+                        .map_err(|_| format!("--lun {flag}: block_size={v} is not a number"))?;
+                }
+                _ => {
+                    return Err(format!(
+                        "--lun {flag}: unknown option {k} (engine, direct, block_size)"
+                    ));
+                }
+            }
+        }
+        Ok(spec)
     }
 }
 
@@ -500,5 +548,43 @@ mod tests {
         let e = Config::from_toml(path, "[[portal]]\nlisten = \"127.0.0.1:1\"\ntpgt = 0\n")
             .unwrap_err();
         assert!(e.to_string().contains("portal group tag 0"), "{e}");
+    }
+
+    #[test]
+    fn lun_engine_settings_parse_and_round_trip() {
+        let l = LunSpec::from_flag(3, "/srv/a.img?engine=uring&direct=true&block_size=4096")
+            .expect("flag");
+        assert_eq!(
+            (l.path.as_str(), l.engine, l.direct, l.block_size),
+            ("/srv/a.img", Engine::Uring, true, 4096)
+        );
+        assert_eq!(
+            LunSpec::from_flag(0, "/srv/b.img").unwrap(),
+            LunSpec::new(0, "/srv/b.img")
+        );
+        let rbd = "rbd:pool/img?conf=/etc/ceph/ceph.conf";
+        assert_eq!(LunSpec::from_flag(0, rbd).unwrap().path, rbd);
+        assert!(
+            LunSpec::from_flag(0, "/a?engine=aio")
+                .unwrap_err()
+                .contains("unknown engine")
+        );
+        assert!(
+            LunSpec::from_flag(0, "/a?speed=9")
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        let mut cfg = Config::default();
+        let mut t = TargetConfig::new("iqn.2026-12.io.iet:e");
+        t.luns = vec![l, LunSpec::new(4, "/srv/c.img")];
+        cfg.targets.push(t);
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert_eq!(
+            text.matches("engine").count(),
+            1,
+            "defaults are not written:\n{text}"
+        );
+        let back = Config::from_toml(std::path::Path::new("x.toml"), &text).unwrap();
+        assert_eq!(back, cfg);
     }
 }

@@ -85,6 +85,7 @@ mod tests {
             block_size: 512,
             read_only: false,
             write_cache: false,
+            engine: "file".into(),
         }];
         assert_eq!(
             volume(&targets, &volumes),

@@ -94,6 +94,10 @@ pub enum Request {
         read_only: bool,
         #[serde(default)]
         size: Option<u64>,
+        #[serde(default)]
+        engine: crate::backend::Engine,
+        #[serde(default)]
+        direct: bool,
     },
     LunDelete {
         target: String,
@@ -223,6 +227,9 @@ pub struct VolumeView {
     pub block_size: u32,
     pub read_only: bool,
     pub write_cache: bool,
+    /// The engine in use (`file`, `uring`, `uring+direct`, `memory`, ...).
+    #[serde(default)]
+    pub engine: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

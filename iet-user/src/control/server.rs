@@ -205,6 +205,8 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             block_size,
             read_only,
             size,
+            engine,
+            direct,
         } => {
             let number = match lun {
                 Some(n) => n,
@@ -213,6 +215,8 @@ fn dispatch(d: &Daemon, req: Request) -> anyhow::Result<Response> {
             let mut spec = LunSpec::new(number, &path);
             spec.read_only = read_only;
             spec.create_size = size;
+            spec.engine = engine;
+            spec.direct = direct;
             if let Some(bs) = block_size {
                 spec.block_size = bs;
             }
@@ -345,6 +349,7 @@ pub fn volumes(d: &Daemon) -> Vec<VolumeView> {
                 block_size: info.map_or(spec.block_size, |i| i.block_size),
                 read_only: info.map_or(spec.read_only, |i| i.read_only),
                 write_cache: spec.write_cache,
+                engine: info.map_or_else(String::new, |i| i.engine.to_owned()),
             });
         }
     }

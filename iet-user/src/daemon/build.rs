@@ -6,7 +6,7 @@ use anyhow::Context;
 
 use std::sync::Arc;
 
-use crate::backend::{FilePrStore, open_backend_for};
+use crate::backend::{FilePrStore, OpenOptions, open_backend_with};
 use crate::config::{Config, LunSpec, TargetConfig};
 use crate::scsi::{LunConfig, PrStore};
 use crate::target::acl::AclEntry;
@@ -91,7 +91,14 @@ pub fn lun_config(target: &str, spec: &LunSpec, state_dir: &Path) -> anyhow::Res
     }
     // A write-protected LUN opens its store read-only, so a file without
     // write permission (or on a read-only mount) can be served.
-    let backend = open_backend_for(&spec.path, spec.read_only)
+    let opts = OpenOptions {
+        read_only: spec.read_only,
+        create_size: None,
+        engine: spec.engine,
+        direct: spec.direct,
+        block_size: spec.block_size,
+    };
+    let backend = open_backend_with(&spec.path, &opts)
         .with_context(|| format!("LUN {}: {}", spec.number, spec.path))?;
     let id = match &spec.scsi_id {
         Some(scsi_id) => fnv1a64(scsi_id.as_bytes()),

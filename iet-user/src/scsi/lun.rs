@@ -119,6 +119,7 @@ impl Lu {
             size_bytes: st.capacity_blocks * u64::from(self.block_size),
             block_size: self.block_size,
             backend: self.backend.describe(),
+            engine: self.backend.engine(),
             read_only: st.read_only,
             write_cache: st.mode.wce,
             thin_provisioning: self.thin,

@@ -165,6 +165,8 @@ pub struct LunInfo {
     pub block_size: u32,
     /// The backend's spec (`mem:...` or a path).
     pub backend: String,
+    /// The engine serving it (`BlockBackend::engine`).
+    pub engine: &'static str,
     pub read_only: bool,
     pub write_cache: bool,
     pub thin_provisioning: bool,
