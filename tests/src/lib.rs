@@ -8,6 +8,7 @@ pub mod libiscsi;
 pub mod load;
 pub mod process;
 pub mod soak;
+pub mod verify;
 
 /// Whether the initiator may send another non-immediate command.
 pub fn initiator_window_open(c: &initiator::Conn) -> bool {
