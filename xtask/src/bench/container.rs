@@ -320,12 +320,12 @@ pub(super) fn bench(root: &Path, smoke: bool) -> anyhow::Result<()> {
         "iet-load",
     ]))?;
     let iet_load = root.join("target/release/iet-load");
-    let control = Control {
-        ietadm: root.join("target/release/ietadm"),
-        socket: out_dir.join("container-run/ietd.sock"),
-    };
     let run_dir = out_dir.join("container-run");
     std::fs::create_dir_all(&run_dir)?;
+    let control = Control {
+        ietadm: root.join("target/release/ietadm"),
+        socket: run_dir.join("ietd.sock"),
+    };
 
     step("a target container and an initiator container on one bridge");
     remove_leftovers()?;
@@ -333,6 +333,70 @@ pub(super) fn bench(root: &Path, smoke: bool) -> anyhow::Result<()> {
         "network", "create", "--driver", "bridge", "--label", LABEL, "--subnet", SUBNET, NETWORK,
     ])?;
     let _network = Undo::docker(&["network", "rm", NETWORK]);
+    let _target = start_target(&run_dir)?;
+    let portal = format!("{TARGET_IP}:3260");
+    let common = ["--portal", portal.as_str(), "--target", IQN];
+
+    step(&format!(
+        "writing {span_mib} MiB over the bridge and reading it back (iet-load --verify)"
+    ));
+    let span = span_mib.to_string();
+    let mut verify_args = common.to_vec();
+    verify_args.extend_from_slice(&["--verify", "--span-mib", &span, "--io-size", "1048576"]);
+    let verified = iet_load_in_container(&iet_load, &verify_args)?;
+    println!("{}", String::from_utf8_lossy(&verified).trim());
+
+    step(&format!(
+        "redirect on vs off, alternating: {rounds} round(s) of {seconds} s per case"
+    ));
+    let cpu = cpu_model();
+    println!("CPU: {cpu}");
+    let mut rows = Vec::new();
+    for case in CASES {
+        let row = measure(
+            &control,
+            &iet_load,
+            &common,
+            *case,
+            (seconds, rounds, span_mib),
+        )?;
+        println!(
+            "{:28} on {:>9.0} IOPS  off {:>9.0} IOPS  ratio {:.2}",
+            row.name,
+            row.on.iops,
+            row.off.iops,
+            row.on.iops / row.off.iops.max(1.0)
+        );
+        rows.push(row);
+    }
+    control.set_redirect(true)?;
+    let md = report(&rows, &cpu, seconds, rounds, span_mib, smoke);
+    std::fs::write(out_dir.join("container.md"), &md)?;
+    print!("\n{md}");
+    println!(
+        "wrote {} ({} s)",
+        out_dir.join("container.md").display(),
+        started.elapsed().as_secs()
+    );
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.redirected_on == 0 || r.redirected_off > 0)
+    {
+        bail!(
+            "{}: {} messages redirected with redirect on, {} with it off",
+            r.name,
+            r.redirected_on,
+            r.redirected_off
+        );
+    }
+    Ok(())
+}
+
+/// The target container: the release image, a 1 GiB `mem:` LUN, the
+/// host's bpffs and cgroup2 hierarchy, sock_ops on Docker's cgroup (every
+/// container's parent), the control socket in `run_dir`. Removed, with its
+/// pin directory, when the returned value drops.
+fn start_target(run_dir: &Path) -> anyhow::Result<Undo> {
     let cgroup2 = cgroup2_mount()?;
     let docker_cgroup = format!("{cgroup2}/docker");
     let mut target = Undo::docker(&["rm", "-f", "-v", TARGET_NAME]);
@@ -372,8 +436,7 @@ pub(super) fn bench(root: &Path, smoke: bool) -> anyhow::Result<()> {
         "IET_EBPF=on",
         TARGET_IMAGE,
     ])?;
-    let portal = format!("{TARGET_IP}:3260");
-    wait_listening(portal.parse()?)?;
+    wait_listening(format!("{TARGET_IP}:3260").parse()?)?;
     let pid = docker_ok(&["inspect", "--format", "{{.State.Pid}}", TARGET_NAME])?;
     let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     if !own.lines().any(|l| l.starts_with("0::/docker/")) {
@@ -382,83 +445,47 @@ pub(super) fn bench(root: &Path, smoke: bool) -> anyhow::Result<()> {
              --exec-opt native.cgroupdriver=cgroupfs"
         );
     }
-    let common = ["--portal", portal.as_str(), "--target", IQN];
-
-    step(&format!(
-        "writing {span_mib} MiB over the bridge and reading it back (iet-load --verify)"
-    ));
-    let span = span_mib.to_string();
-    let mut verify_args = common.to_vec();
-    verify_args.extend_from_slice(&["--verify", "--span-mib", &span, "--io-size", "1048576"]);
-    let verified = iet_load_in_container(&iet_load, &verify_args)?;
-    println!("{}", String::from_utf8_lossy(&verified).trim());
-
-    step(&format!(
-        "redirect on vs off, alternating: {rounds} round(s) of {seconds} s per case"
-    ));
-    let cpu = cpu_model();
-    println!("CPU: {cpu}");
-    let secs = seconds.to_string();
-    let mut rows = Vec::new();
-    for &(name, pattern, size, qd) in CASES {
-        let (size, qd) = (size.to_string(), qd.to_string());
-        let mut args = common.to_vec();
-        args.extend_from_slice(&["--pattern", pattern, "--io-size", &size, "--qd", &qd]);
-        args.extend_from_slice(&["--seconds", &secs, "--span-mib", &span]);
-        let (mut on, mut off) = (Vec::new(), Vec::new());
-        let (mut redirected_on, mut redirected_off) = (0, 0);
-        for round in 0..rounds {
-            // Which mode goes first alternates too.
-            for redirect in [round % 2 == 0, round % 2 != 0] {
-                control.set_redirect(redirect)?;
-                let before = control.redirected_msgs()?;
-                let s = sample(&iet_load_in_container(&iet_load, &args)?)?;
-                let delta = control.redirected_msgs()? - before;
-                if redirect {
-                    on.push(s);
-                    redirected_on += delta;
-                } else {
-                    off.push(s);
-                    redirected_off += delta;
-                }
+    Ok(target)
+}
+/// One case, redirect on and off alternating for `rounds` rounds (which
+/// mode goes first alternates too), each run in a fresh initiator
+/// container; medians and the messages redirected in each mode.
+fn measure(
+    control: &Control,
+    iet_load: &Path,
+    common: &[&str],
+    (name, pattern, size, qd): (&'static str, &str, u32, usize),
+    (seconds, rounds, span_mib): (u32, usize, u64),
+) -> anyhow::Result<Row> {
+    let (size, qd) = (size.to_string(), qd.to_string());
+    let (secs, span) = (seconds.to_string(), span_mib.to_string());
+    let mut args = common.to_vec();
+    args.extend_from_slice(&["--pattern", pattern, "--io-size", &size, "--qd", &qd]);
+    args.extend_from_slice(&["--seconds", &secs, "--span-mib", &span]);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut redirected_on, mut redirected_off) = (0, 0);
+    for round in 0..rounds {
+        for redirect in [round % 2 == 0, round % 2 != 0] {
+            control.set_redirect(redirect)?;
+            let before = control.redirected_msgs()?;
+            let s = sample(&iet_load_in_container(iet_load, &args)?)?;
+            let delta = control.redirected_msgs()? - before;
+            if redirect {
+                on.push(s);
+                redirected_on += delta;
+            } else {
+                off.push(s);
+                redirected_off += delta;
             }
         }
-        let row = Row {
-            name,
-            on: median(&on),
-            off: median(&off),
-            redirected_on,
-            redirected_off,
-        };
-        println!(
-            "{name:28} on {:>9.0} IOPS  off {:>9.0} IOPS  ratio {:.2}",
-            row.on.iops,
-            row.off.iops,
-            row.on.iops / row.off.iops.max(1.0)
-        );
-        rows.push(row);
     }
-    control.set_redirect(true)?;
-    let md = report(&rows, &cpu, seconds, rounds, span_mib, smoke);
-    std::fs::write(out_dir.join("container.md"), &md)?;
-    print!("\n{md}");
-    println!(
-        "wrote {} ({} s)",
-        out_dir.join("container.md").display(),
-        started.elapsed().as_secs()
-    );
-    if let Some(r) = rows
-        .iter()
-        .find(|r| r.redirected_on == 0 || r.redirected_off > 0)
-    {
-        bail!(
-            "{}: {} messages redirected with redirect on, {} with it off",
-            r.name,
-            r.redirected_on,
-            r.redirected_off
-        );
-    }
-    Ok(())
+    Ok(Row {
+        name,
+        on: median(&on),
+        off: median(&off),
+        redirected_on,
+        redirected_off,
+    })
 }
 
 fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
