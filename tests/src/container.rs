@@ -244,11 +244,41 @@ impl Container {
     pub fn running(&self) -> bool {
         self.inspect("{{.State.Running}}") == "true"
     }
+
+    /// Waits for the container to exit and returns its exit code; panics
+    /// with its logs after `within` (the container is removed on drop).
+    pub fn wait_exit(&self, within: Duration) -> i64 {
+        let deadline = Instant::now() + within;
+        while self.running() {
+            assert!(
+                Instant::now() < deadline,
+                "{} still runs after {within:?}:\n{}",
+                self.name,
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.inspect("{{.State.ExitCode}}")
+            .parse()
+            .expect("a numeric exit code")
+    }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = engine(&self.engine, &["rm", "-f", "-v", &self.name]);
+    }
+}
+
+/// Directories removed on drop, e.g. the pin directories containers leave
+/// on the host's bpffs.
+pub struct RemoveOnDrop(pub Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

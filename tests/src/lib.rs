@@ -10,6 +10,7 @@ pub mod load;
 pub mod mounts;
 pub mod process;
 pub mod soak;
+pub mod verify;
 
 /// Whether the initiator may send another non-immediate command.
 pub fn initiator_window_open(c: &initiator::Conn) -> bool {

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use iet::proto::pdu::Opcode;
 use iet_common::{PROG_SK_MSG, PROG_SOCK_OPS};
 use iet_tests::container::{
-    Container, Engine, Network, bpftool_json, build_image, docker, docker_ok, local_port, login,
-    require_program, sock_ops_on, tracked_peer_ports, wait_listening,
+    Container, Engine, Network, RemoveOnDrop, bpftool_json, build_image, docker, docker_ok,
+    local_port, login, require_program, sock_ops_on, tracked_peer_ports, wait_listening,
 };
 use iet_tests::libiscsi;
 use iet_tests::process::{TempDir, binary, require_root};
@@ -389,17 +389,6 @@ fn redirects_to_a_container_on_this_host(net: &str, tmp: &TempDir) {
         "sk_msg redirected between the host and the container: {stats}\n{}",
         d.all_logs()
     );
-}
-
-/// Pin directories the containers leave on the host's bpffs.
-struct RemoveOnDrop(Vec<std::path::PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        for dir in &self.0 {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
 }
 
 /// compose.yaml's configuration loads and says what the comments say.

@@ -4,6 +4,7 @@
 //! side by side. Writes target/bench/results.{md,json} and an SVG plot.
 //! `--smoke` runs every workload for about a second (CI), no thresholds.
 //! `--rbd` runs only the RBD section (bench/rbd.rs) on a one-node Ceph cluster;
+//! `--container` only the container-to-container redirect section (bench/container.rs);
 //! `--baseline IETD` only compares this tree's ietd with another build (bench/ab.rs).
 
 #![allow(
@@ -22,6 +23,7 @@ use anyhow::{Context, bail};
 use crate::prereq::{self, run, step};
 
 mod ab;
+mod container;
 mod rbd;
 
 const IQN: &str = "iqn.2026-11.io.iet:bench";
@@ -530,6 +532,10 @@ pub fn bench(args: &[String]) -> anyhow::Result<()> {
     // The variants compare ietd with itself: shorter runs keep the whole
     // bench (fresh build included) under ten minutes.
     let (seconds, variant_seconds, rounds) = if smoke { (1, 1, 1) } else { (3, 2, 3) };
+    if args.iter().any(|a| a == "--container") {
+        // Builds what it needs itself: Docker and no test tools.
+        return container::bench(&crate::root(), smoke);
+    }
     prereq::for_test()?;
     let root = crate::root();
     step("building release binaries (ietd, iet-load)");

@@ -1,10 +1,13 @@
 //! iet-load: a pipelined iSCSI load generator (our Rust initiator), for
 //! benchmarks against ietd and tgt alike. Prints one JSON result.
+//! `--verify` writes a seeded pattern over the span and reads it back,
+//! comparing every byte; it exits non-zero on any difference.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use iet_tests::load::{Pattern, Workload, run};
+use iet_tests::verify::{Verify, verify};
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -16,7 +19,7 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: iet-load --portal ADDR:PORT --target IQN [--lun N] [--pattern randread|randwrite|mix70|seqread|seqwrite] [--io-size BYTES] [--qd N] [--sessions N] [--seconds N] [--span-mib N]";
+    let usage = "usage: iet-load --portal ADDR:PORT --target IQN [--lun N] [--pattern randread|randwrite|mix70|seqread|seqwrite] [--io-size BYTES] [--qd N] [--sessions N] [--seconds N] [--span-mib N] | --verify [--seed N] [--io-size BYTES] [--span-mib N]";
     let Some(portal) = args
         .iter()
         .position(|a| a == "--portal")
@@ -30,6 +33,18 @@ fn main() -> std::process::ExitCode {
     let idle: usize = arg(&args, "--idle-sessions", 0);
     if idle > 0 {
         return hold_idle_sessions(portal, &target, idle);
+    }
+    if args.iter().any(|a| a == "--verify") {
+        let v = Verify {
+            portal,
+            target,
+            lun: arg(&args, "--lun", 0),
+            block_size: 512,
+            io_size: arg(&args, "--io-size", 256 * 1024),
+            span_bytes: arg::<u64>(&args, "--span-mib", 64) << 20,
+            seed: arg(&args, "--seed", default_seed()),
+        };
+        return write_then_verify(&v);
     }
     let pattern = match arg(&args, "--pattern", "randread".to_owned()).as_str() {
         "randread" => Pattern::RandRead,
@@ -64,6 +79,37 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs [`verify`] and prints its result: success only when every byte
+/// read back is the byte written.
+fn write_then_verify(v: &Verify) -> std::process::ExitCode {
+    match verify(v) {
+        Ok(r) => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            if r.mismatched_bytes == 0 && r.verified_bytes == v.span_bytes {
+                std::process::ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "iet-load: {} of {} bytes differ, the first at byte {:?}",
+                    r.mismatched_bytes, r.verified_bytes, r.first_mismatch
+                );
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("iet-load: verify: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A seed that differs from run to run: the clock's nanoseconds and the pid.
+fn default_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Logs in `n` sessions, prints `ready <n>`, and holds them until killed
