@@ -25,7 +25,7 @@ impl<T> Connection<T> {
         verdict: Option<EarlyVerdict>,
         solicit_limit: Option<u32>,
         budgets: &Budgets,
-        take_buffer: impl FnOnce(usize) -> Vec<u8>,
+        take_buffer: fn(usize) -> Vec<u8>,
     ) -> Result<(), (T, DataOutError)> {
         let edtl = cmd.expected_data_transfer_length;
         let mut w = PendingWrite::new(

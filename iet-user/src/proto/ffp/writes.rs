@@ -46,6 +46,9 @@ pub struct PendingWrite<T> {
     pub edtl: u32,
     /// Delivered to SCSI in CmdSN order: R2Ts may go out.
     pub delivered: bool,
+    /// Where buffers come from (the transport's pool): the one for the
+    /// whole write is taken when its grant is.
+    take_buffer: fn(usize) -> Vec<u8>,
 }
 
 impl<T> PendingWrite<T> {
@@ -62,7 +65,7 @@ impl<T> PendingWrite<T> {
         params: &WriteParams,
         verdict: Option<EarlyVerdict>,
         budgets: &Budgets,
-        take_buffer: impl FnOnce(usize) -> Vec<u8>,
+        take_buffer: fn(usize) -> Vec<u8>,
     ) -> Result<PendingWrite<T>, (T, DataOutError)> {
         let mut task = match WriteTask::new(edtl, immediate.len() as u32, command_final, params) {
             Ok(t) => t,
@@ -89,6 +92,7 @@ impl<T> PendingWrite<T> {
             lun,
             edtl,
             delivered: false,
+            take_buffer,
         })
     }
 
@@ -113,7 +117,14 @@ impl<T> PendingWrite<T> {
             return false;
         };
         if let Sink::Collect { buf, grant } = &mut self.sink {
-            buf.reserve_exact(self.edtl as usize - buf.len());
+            // A buffer for the whole write from the pool, not a reallocation
+            // of the unsolicited one (for 1 MiB: a fresh mapping faulted in
+            // per write, and a copy); the unsolicited bytes move over.
+            if buf.capacity() < self.edtl as usize {
+                let mut whole = (self.take_buffer)(self.edtl as usize);
+                whole.extend_from_slice(buf);
+                *buf = whole;
+            }
             match grant {
                 Some(have) => have.merge(g),
                 None => *grant = Some(g),
